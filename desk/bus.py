@@ -1,0 +1,103 @@
+"""Connections to NATS: reconnecting forever with fast pings, and a thread-safe bridge for sync code (Flask)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client
+from nats.js.api import PubAck
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PUBLISH_TIMEOUT = 5.0
+
+
+class BusUnavailable(RuntimeError):
+    """NATS did not take the message; the caller must tell its client to retry."""
+
+
+async def connect(url: str, name: str, reconnected_cb: Callable[[], Awaitable[None]] | None = None) -> Client:
+    """Connect, retrying until NATS answers; afterwards nats-py reconnects forever by itself."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats %s: %s", name, exc)
+
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                ping_interval=5,
+                max_outstanding_pings=2,
+                connect_timeout=2,
+                error_cb=on_error,
+                reconnected_cb=reconnected_cb,
+            )
+        except (OSError, nats.errors.Error) as exc:
+            log.warning("nats %s: cannot connect to %s (%s); retrying", name, url, exc)
+            await asyncio.sleep(0.5)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
+async def publish_durable(nc: Client, subject: str, payload: dict[str, Any], msg_id: str) -> PubAck:
+    """Publish to JetStream and wait for the stream's ack; BusUnavailable when NATS does not confirm."""
+    if not nc.is_connected:
+        raise BusUnavailable("not connected to NATS")
+    try:
+        return await nc.jetstream().publish(
+            subject, encode(payload), timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": msg_id}
+        )
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BusUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+class SyncBus:
+    """One NATS connection on a private event loop thread, for code that is not async (Flask views)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self._url, self._name = url, name
+        self._loop = asyncio.new_event_loop()
+        self._nc: Client | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, name=f"nats-{name}", daemon=True).start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._connect())
+        self._loop.run_forever()
+
+    async def _connect(self) -> None:
+        self._nc = await connect(self._url, self._name)
+        self._ready.set()
+
+    def call(self, coro_fn: Any, *args: Any, timeout: float = PUBLISH_TIMEOUT + 1) -> Any:
+        """Run `coro_fn(client, *args)` on the bus loop and return its result."""
+        if not self._ready.wait(timeout=2):
+            raise BusUnavailable("not connected to NATS")
+        coro: Coroutine[Any, Any, Any] = coro_fn(self._nc, *args)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError as exc:
+            future.cancel()
+            raise BusUnavailable("NATS did not answer in time") from exc
+
+    def publish_durable(self, subject: str, payload: dict[str, Any], msg_id: str) -> PubAck:
+        return self.call(publish_durable, subject, payload, msg_id)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected

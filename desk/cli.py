@@ -1,0 +1,189 @@
+"""The `deskbell` command: release, bootstrap, dev. docs/operations.md shows each in use."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from desk import settings
+from desk.settings import ROOT
+
+DEMO = {
+    "slug": "demo",
+    "name": "Demo Company",
+    "owner_email": "owner@demo.deskbell.local",
+    "site_name": "Demo site",
+}
+
+
+@click.group()
+def main() -> None:
+    """Deskbell: self-hosted live chat."""
+
+
+async def _ensure_streams(url: str) -> None:
+    from desk import bus, subjects
+
+    nc = await bus.connect(url, "release")
+    try:
+        await subjects.ensure_streams(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+@main.command()
+def release() -> None:
+    """Run database migrations and create the JetStream streams and consumers (idempotent)."""
+    from desk import migrate
+
+    config = settings.load()
+    if not config.database_url or not config.nats_url:
+        raise click.ClickException("DATABASE_URL and NATS_URL must be set (or use `deskbell dev`)")
+    migrate.upgrade(config.database_url)
+    asyncio.run(_ensure_streams(config.nats_url))
+    click.echo("release: database migrated, streams ready", err=True)
+
+
+@main.command()
+@click.option("--slug", default=DEMO["slug"], show_default=True, help="Tenant's short name.")
+@click.option("--name", default=DEMO["name"], show_default=True, help="Tenant's display name.")
+@click.option("--owner-email", default=DEMO["owner_email"], show_default=True)
+@click.option("--site-name", default=DEMO["site_name"], show_default=True)
+@click.option("--origin", "origins", multiple=True, help="Allowed browser origin for the widget (repeatable).")
+@click.option("--agent", "agents", multiple=True, help="Also create an agent with this email (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+def bootstrap(
+    slug: str,
+    name: str,
+    owner_email: str,
+    site_name: str,
+    origins: tuple[str, ...],
+    agents: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create a tenant with a site and an owner, without prompts; safe to run again."""
+    import secrets
+
+    from sqlalchemy import select
+
+    from desk.actions.tenants import do_bootstrap_tenant, do_create_user
+    from desk.db import system_session, tenant_session
+    from desk.models import Tenant, User
+
+    with system_session() as session:
+        result = do_bootstrap_tenant(
+            session,
+            slug=slug,
+            name=name,
+            owner_email=owner_email,
+            site_name=site_name,
+            allowed_origins=list(origins),
+        )
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+    created_agents = []
+    with tenant_session(tenant_id) as session:
+        for email in agents:
+            if session.scalar(select(User).where(User.email == email.lower())) is None:
+                password = secrets.token_urlsafe(12)
+                do_create_user(session, email=email, name=email.split("@")[0].title(), role="agent", password=password)
+                created_agents.append({"email": email.lower(), "password": password})
+    out = {
+        "tenant": result.tenant_slug,
+        "site_key": result.site_key,
+        "owner_email": result.owner_email,
+        "owner_password": result.owner_password,
+        "created": result.created,
+        "agents": created_agents,
+    }
+    if as_json:
+        click.echo(json.dumps(out))
+    elif result.created:
+        click.echo(f"Tenant {slug}: owner {result.owner_email} / {result.owner_password}; site key {result.site_key}")
+    else:
+        click.echo(f"Tenant {slug} already exists (site key {result.site_key}); passwords are shown only once.")
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="HTTP port (default: $PORT or 8000).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to run.")
+def dev(port: int | None, workers: int) -> None:
+    """Run everything on this machine: embedded PostgreSQL and NATS unless DATABASE_URL/NATS_URL say otherwise."""
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    from desk.embedded import NatsServer, start_postgres
+
+    config = settings.load()
+    env = dict(os.environ)
+    env["SECRET_KEY"] = config.secret_key
+    env["PORT"] = str(port or config.port)
+    # The Procfile names `python` and `hypercorn`: make them this installation's, even when not activated.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    nats: NatsServer | None = None
+    if not config.database_url:
+        click.echo(f"dev: starting embedded PostgreSQL under {config.data_dir / 'pg'}", err=True)
+        env["DATABASE_URL"] = start_postgres(config.data_dir)
+    if not config.nats_url:
+        nats = NatsServer(config.data_dir / "nats", port=int(env.get("DESKBELL_NATS_PORT", "14222")))
+        click.echo(f"dev: starting embedded nats-server on {nats.url} (JetStream in {nats.store_dir})", err=True)
+        nats.start()
+        env["NATS_URL"] = nats.url
+    os.environ.update(env)
+    try:
+        procfile = parse_procfile((ROOT / "Procfile").read_text())
+        _run_release(env)
+        _print_demo_logins(env)
+        manager = Manager()
+        for name, entry in procfile.processes.items():
+            if name == "release":
+                continue
+            for i in range(workers if name == "worker" else 1):
+                manager.add_process(f"{name}.{i + 1}", entry, env=env, cwd=str(ROOT))
+        click.echo(
+            f"\n  Deskbell is running: demo page http://127.0.0.1:{env['PORT']}/demo, "
+            f"console http://127.0.0.1:{env['PORT']}/console\n",
+            err=True,
+        )
+        manager.loop()
+        sys.exit(manager.returncode)
+    finally:
+        if nats is not None:
+            nats.stop()
+
+
+def _run_release(env: dict[str, str]) -> None:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "desk.cli", "release"], env=env, check=True, cwd=ROOT)
+
+
+def _print_demo_logins(env: dict[str, str]) -> None:
+    import subprocess
+
+    marker = Path(settings.load().data_dir) / "demo-logins.txt"
+    out = subprocess.run(
+        [sys.executable, "-m", "desk.cli", "bootstrap", "--json", "--agent", "agent@demo.deskbell.local"],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = json.loads(out)
+    if result["created"]:
+        lines = [f"owner  {result['owner_email']}  {result['owner_password']}"]
+        lines += [f"agent  {a['email']}  {a['password']}" for a in result["agents"]]
+        marker.write_text("\n".join(lines) + "\n")
+        marker.chmod(0o600)
+        click.echo("\n  Demo logins (shown once; also in " + str(marker) + "):\n  " + "\n  ".join(lines), err=True)
+    else:
+        click.echo(f"dev: demo tenant exists; its logins were printed on first run ({marker})", err=True)
+
+
+if __name__ == "__main__":
+    main()

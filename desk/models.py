@@ -1,0 +1,154 @@
+"""The data model, in one module. Every tenant-owned table carries `tenant_id` (see desk/db.py for the scoping).
+
+docs/architecture.md describes how a message row comes to be.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+ROLES = ("owner", "admin", "agent")
+PRESENCE = ("online", "away", "offline")
+SENDERS = ("visitor", "agent", "bot", "system")
+CONVERSATION_STATUSES = ("open", "resolved")
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TenantScoped:
+    """Mixin: rows that belong to one tenant. Queries on these classes are filtered by desk.db."""
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True, nullable=False)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class Site(TenantScoped, Base):
+    __tablename__ = "sites"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    site_key: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: secrets.token_urlsafe(16))
+    identity_secret: Mapped[str] = mapped_column(String(128), default=lambda: secrets.token_urlsafe(32))
+    # Browser origins allowed to open the widget; empty means any origin (a fresh site before it is configured).
+    allowed_origins: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+
+    def allows_origin(self, origin: str | None) -> bool:
+        """No Origin header: not a browser, judged by its token alone. An empty list admits every origin."""
+        if origin is None or not self.allowed_origins:
+            return True
+        return origin.rstrip("/") in {o.rstrip("/") for o in self.allowed_origins}
+
+
+class User(TenantScoped, Base):
+    """An agent, admin or owner of a tenant."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("email", name="uq_users_email"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    presence: Mapped[str] = mapped_column(String(16), default="offline", server_default="offline")
+    is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
+    last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class Visitor(TenantScoped, Base):
+    """One visitor's thread: `last_seq` is the highest message seq, assigned under this row's lock."""
+
+    __tablename__ = "visitors"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    page: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+
+
+class Conversation(TenantScoped, Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_tenant_activity", "tenant_id", "last_activity_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    visitor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visitors.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    assignee_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    last_message_preview: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    created_at: Mapped[datetime] = _now()
+    last_activity_at: Mapped[datetime] = _now()
+
+
+class Message(TenantScoped, Base):
+    """A message in a visitor's thread. (visitor, client_id) makes every replay harmless; seq has no gaps."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("visitor_id", "client_id", name="uq_messages_visitor_client"),
+        UniqueConstraint("visitor_id", "seq", name="uq_messages_visitor_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    visitor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visitors.id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    client_id: Mapped[str] = mapped_column(String(80))
+    sender: Mapped[str] = mapped_column(String(16))
+    author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    author_name: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class AuditLog(Base):
+    """Append-only record of logins and administrative changes. tenant_id is empty for installation events."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    created_at: Mapped[datetime] = _now()

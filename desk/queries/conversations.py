@@ -1,0 +1,34 @@
+"""Reads for the console and the visitor protocol's replay."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Select, select
+
+from desk.models import Conversation, Message, User, Visitor
+
+
+def inbox(limit: int = 100) -> Select[tuple[Conversation, Visitor, User | None]]:
+    """The tenant's conversations, most recent activity first, with their visitor and assignee."""
+    return (
+        select(Conversation, Visitor, User)
+        .join(Visitor, Visitor.id == Conversation.visitor_id)
+        .outerjoin(User, User.id == Conversation.assignee_id)
+        .order_by(Conversation.last_activity_at.desc())
+        .limit(limit)
+    )
+
+
+def thread_after(visitor_id: uuid.UUID, after_seq: int, limit: int = 500) -> Select[tuple[Message]]:
+    """A visitor thread's messages with seq > after_seq, in order: the replay for `hello` and reconnects."""
+    return (
+        select(Message)
+        .where(Message.visitor_id == visitor_id, Message.seq > after_seq)
+        .order_by(Message.seq)
+        .limit(limit)
+    )
+
+
+def message_by_client_id(visitor_id: uuid.UUID, client_id: str) -> Select[tuple[Message]]:
+    return select(Message).where(Message.visitor_id == visitor_id, Message.client_id == client_id)

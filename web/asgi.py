@@ -1,0 +1,67 @@
+"""The one ASGI application that Hypercorn serves: the socket edge, and Flask for everything else.
+
+`hypercorn web.asgi:app` (see Procfile). Routes: /ws/visitor (web/edge/visitor.py), /live/console
+(web/edge/console.py), and the rest to Flask through asgiref's WsgiToAsgi.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from asgiref.sync import sync_to_async
+from asgiref.wsgi import WsgiToAsgi, WsgiToAsgiInstance
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from desk import settings
+from web import create_app
+from web.edge.console import console_stream
+from web.edge.hub import Hub
+from web.edge.visitor import visitor_endpoint
+
+log = logging.getLogger(__name__)
+
+
+class _ThreadedInstance(WsgiToAsgiInstance):
+    # asgiref runs every WSGI request on one shared thread (thread_sensitive=True); Flask is thread-safe,
+    # so let requests run side by side in the executor instead of queueing behind each other.
+    run_wsgi_app = sync_to_async(WsgiToAsgiInstance.__dict__["run_wsgi_app"].func, thread_sensitive=False)
+
+
+class ThreadedWsgiToAsgi(WsgiToAsgi):
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        await _ThreadedInstance(self.wsgi_application)(scope, receive, send)
+
+
+def build() -> Starlette:
+    config = settings.load()
+    if not config.nats_url:
+        raise RuntimeError("NATS_URL is not set (the dev runner sets it for the embedded nats-server)")
+    flask_app = create_app()
+    hub = Hub(config.nats_url)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        if config.development:
+            log.warning("development mode: plain HTTP, secure cookies off; set DESKBELL_ENV=production to serve")
+        yield
+        await hub.stop()
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/ws/visitor", visitor_endpoint),
+            Route("/live/console", console_stream),
+            Mount("/", app=ThreadedWsgiToAsgi(flask_app)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.hub = hub
+    app.state.flask = flask_app
+    return app
+
+
+app = build()

@@ -1,0 +1,124 @@
+"""The consoles' live stream: `/live/console` as Server-Sent Events for htmx's SSE extension.
+
+Events: `inbox` (the conversation list changed: the page re-fetches it) and `message` (an HTML fragment for
+the open conversation, `id:` = its seq). A browser that reconnects sends Last-Event-ID and gets what it
+missed from PostgreSQL, so the stream survives drops without a reload (docs/architecture.md, step 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from flask import Flask, render_template
+from nats.aio.msg import Msg
+from sqlalchemy import select
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from desk import subjects
+from desk.actions.messages import as_event
+from desk.db import system_session, tenant_session
+from desk.models import Message, User
+from web.edge.hub import Hub
+
+QUEUE_LIMIT = 1000
+CATCH_UP_LIMIT = 1000
+
+
+def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
+    """The console's user from Flask's signed session cookie (flask-login keeps the id as `_user_id`)."""
+    if not cookie:
+        return None
+    serializer = flask_app.session_interface.get_signing_serializer(flask_app)  # type: ignore[attr-defined]
+    try:
+        data = serializer.loads(cookie, max_age=int(flask_app.permanent_session_lifetime.total_seconds()))
+        user_id = uuid.UUID(data["_user_id"])
+    except Exception:
+        return None
+    with system_session() as session:
+        user = session.get(User, user_id)
+    return user if user is not None and user.is_active else None
+
+
+def _catch_up(tenant_id: uuid.UUID, conversation_id: uuid.UUID, after_seq: int) -> list[dict[str, Any]]:
+    with tenant_session(tenant_id) as session:
+        rows = session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id, Message.seq > after_seq)
+            .order_by(Message.seq)
+            .limit(CATCH_UP_LIMIT)
+        )
+        return [as_event(m) for m in rows]
+
+
+def render_message(flask_app: Flask, event: dict[str, Any]) -> str:
+    with flask_app.app_context():
+        return render_template("agent/_message.html", m=SimpleNamespace(**event, author_name=event["author"]))
+
+
+async def console_stream(request: Request) -> Response:
+    flask_app: Flask = request.app.state.flask
+    hub: Hub = request.app.state.hub
+    user = await asyncio.to_thread(
+        _user_from_cookie, flask_app, request.cookies.get(flask_app.config["SESSION_COOKIE_NAME"])
+    )
+    if user is None:
+        return JSONResponse({"error": "unauthorized", "message": "log in first"}, status_code=401)
+    try:
+        conversation = (
+            uuid.UUID(request.query_params["conversation"]) if "conversation" in request.query_params else None
+        )
+        after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
+    except ValueError:
+        return JSONResponse({"error": "bad_request", "message": "conversation or after is malformed"}, 400)
+
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+    overflow = asyncio.Event()
+
+    async def on_event(msg: Msg) -> None:
+        try:
+            queue.put_nowait(json.loads(msg.data))
+        except asyncio.QueueFull:
+            overflow.set()  # too slow: end the stream; the browser reconnects and catches up
+
+    subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
+
+    async def thread_events(live: list[dict[str, Any]] | None) -> AsyncIterator[dict[str, Any]]:
+        """The open conversation's new messages: from events when they follow on, else from PostgreSQL."""
+        nonlocal after
+        if conversation is None:
+            return
+        if live is not None:
+            live = [m for m in live if m["conversation_id"] == str(conversation) and m["seq"] > after]
+            if not live:
+                return
+        if live is None or live[0]["seq"] != after + 1:
+            live = await asyncio.to_thread(_catch_up, user.tenant_id, conversation, after)
+        for message in live:
+            after = message["seq"]
+            yield {"event": "message", "id": str(after), "data": render_message(flask_app, message)}
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {"event": "inbox", "data": ""}
+            async for event in thread_events(None):
+                yield event
+            while not overflow.is_set():
+                batch = [await queue.get()]
+                while not queue.empty():  # coalesce a burst into one inbox refresh
+                    batch.append(queue.get_nowait())
+                yield {"event": "inbox", "data": ""}
+                async for event in thread_events([i["message"] for i in batch if i.get("kind") == "message"]):
+                    yield event
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    return EventSourceResponse(events(), ping=15)

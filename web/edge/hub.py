@@ -1,0 +1,47 @@
+"""The edge's shared NATS connection, and the registry of open sockets it resynchronises after a reconnect."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from desk import bus
+
+log = logging.getLogger(__name__)
+
+
+class Resyncable(Protocol):
+    def resync(self) -> None: ...
+
+
+class Hub:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.nc: Client | None = None
+        self.sockets: set[Resyncable] = set()
+
+    async def start(self) -> None:
+        # Plain NATS events sent while we were disconnected are gone: every socket catches up from PostgreSQL.
+        self.nc = await bus.connect(self.url, "edge", reconnected_cb=self._on_reconnect)
+
+    async def _on_reconnect(self) -> None:
+        log.info("edge: NATS reconnected; resynchronising %d sockets", len(self.sockets))
+        for socket in list(self.sockets):
+            socket.resync()
+
+    async def stop(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.drain()
+
+    def client(self) -> Client:
+        if self.nc is None:
+            raise bus.BusUnavailable("the edge is not connected to NATS yet")
+        return self.nc
+
+    async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        return await self.client().subscribe(subject, cb=handler)

@@ -1,0 +1,159 @@
+// Deskbell visitor widget (protocol v1, docs/protocol.md). Embed:
+//   <script src="https://HOST/widget.js" data-site="SITE_KEY" async></script>
+// The UI lives in a shadow root so the host page's CSS cannot reach it. Message text is only ever set with
+// textContent. Every message gets its client_id before it is sent and stays in a localStorage outbox until
+// the server's ack, so a reload or a dropped connection re-sends it and the server stores it once.
+(function () {
+  "use strict";
+  var script = document.currentScript || document.querySelector("script[data-site]");
+  if (!script || window.Deskbell) return;
+  var siteKey = script.getAttribute("data-site");
+  var origin = new URL(script.src, location.href).origin;
+  var store = "deskbell:" + siteKey + ":";
+
+  function load(key, fallback) {
+    try { var v = localStorage.getItem(store + key); return v === null ? fallback : JSON.parse(v); }
+    catch (e) { return fallback; }
+  }
+  function save(key, value) {
+    try { localStorage.setItem(store + key, JSON.stringify(value)); } catch (e) { /* private mode */ }
+  }
+  function newId() {
+    return (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random().toString(16).slice(2));
+  }
+
+  // shownSeq: the highest seq shown on this page; a new page asks for the whole thread again.
+  var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
+                ws: null, open: false, retry: 0, seen: {} };
+
+  // -- UI --------------------------------------------------------------------------------------------------
+  var host = document.createElement("div");
+  host.setAttribute("data-deskbell", "");
+  host.style.cssText = "all: initial; position: fixed; z-index: 2147483000; right: 20px; bottom: 20px;" +
+                       "display: block !important;";
+  var root = host.attachShadow({ mode: "open" });
+  root.innerHTML =
+    "<style>" +
+    ":host{all:initial}*{box-sizing:border-box;font:14px/1.4 system-ui,sans-serif}" +
+    ".launch{width:56px;height:56px;border-radius:50%;border:0;background:#2956d6;color:#fff;font-size:24px;cursor:pointer;box-shadow:0 4px 12px #0003}" +
+    ".panel{display:none;position:absolute;right:0;bottom:68px;width:340px;height:460px;max-height:80vh;background:#fff;border-radius:12px;box-shadow:0 8px 30px #0003;flex-direction:column;overflow:hidden}" +
+    ".panel.open{display:flex}.head{background:#2956d6;color:#fff;padding:12px 14px;font-weight:600}" +
+    ".list{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f5f6f8}" +
+    ".m{max-width:80%;padding:7px 10px;border-radius:10px;background:#fff;white-space:pre-wrap;overflow-wrap:anywhere}" +
+    ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.pending{opacity:.6}.m small{display:block;color:#6b7280;font-size:11px}" +
+    "form{display:flex;border-top:1px solid #e4e7ec}textarea{flex:1;border:0;padding:10px;resize:none;outline:none}" +
+    "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:0 14px;cursor:pointer}" +
+    "@media (max-width:480px){.panel{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}}" +
+    "</style>" +
+    "<div class='panel' role='dialog' aria-label='Chat'><div class='head'>Chat with us</div>" +
+    "<div class='list' role='log' aria-live='polite'></div>" +
+    "<form><textarea rows='2' aria-label='Message' placeholder='Type a message…'></textarea>" +
+    "<button type='submit'>Send</button></form></div>" +
+    "<button class='launch' aria-label='Open chat'>&#128172;</button>";
+  var panel = root.querySelector(".panel"), list = root.querySelector(".list");
+  var form = root.querySelector("form"), box = root.querySelector("textarea");
+
+  function render(frame, pending) {
+    var key = frame.client_id ? "c:" + frame.client_id : "s:" + frame.seq;
+    var node = state.seen[key];
+    if (!node) {
+      node = document.createElement("div");
+      node.className = "m " + frame.sender;
+      var who = document.createElement("small");
+      who.textContent = frame.sender === "visitor" ? "You" : (frame.author || "Agent");
+      var body = document.createElement("div");
+      body.className = "b";
+      body.textContent = frame.body;
+      node.appendChild(who); node.appendChild(body);
+      list.appendChild(node);
+      state.seen[key] = node;
+    }
+    node.classList.toggle("pending", !!pending);
+    node.setAttribute("data-state", pending ? "sending" : "sent");
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function toggle(open) {
+    state.open = open === undefined ? !state.open : open;
+    panel.classList.toggle("open", state.open);
+    if (state.open) box.focus();
+  }
+  root.querySelector(".launch").addEventListener("click", function () { toggle(); });
+  box.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  });
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var body = box.value;
+    if (!body.trim()) return;
+    var msg = { client_id: newId(), body: body };
+    state.outbox.push(msg);
+    save("outbox", state.outbox);
+    box.value = "";
+    render({ client_id: msg.client_id, sender: "visitor", body: body }, true);
+    send({ type: "message", client_id: msg.client_id, body: body });
+  });
+
+  // -- connection ------------------------------------------------------------------------------------------
+  function send(frame) {
+    if (state.ws && state.ws.readyState === 1 && state.ready) state.ws.send(JSON.stringify(frame));
+  }
+
+  function onFrame(frame) {
+    if (frame.type === "welcome") {
+      state.ready = true;
+      state.retry = 0;
+      state.outbox.forEach(function (m) { send({ type: "message", client_id: m.client_id, body: m.body }); });
+    } else if (frame.type === "message") {
+      render(frame, false);
+      state.shownSeq = Math.max(state.shownSeq, frame.seq);
+    } else if (frame.type === "ack") {
+      state.outbox = state.outbox.filter(function (m) { return m.client_id !== frame.client_id; });
+      save("outbox", state.outbox);
+      var node = state.seen["c:" + frame.client_id];
+      if (node) { node.classList.remove("pending"); node.setAttribute("data-state", "sent"); }
+    } else if (frame.type === "ping") {
+      send({ type: "pong" });
+    } else if (frame.type === "error" && frame.client_id) {
+      setTimeout(function () {
+        var m = state.outbox.filter(function (x) { return x.client_id === frame.client_id; })[0];
+        if (m) send({ type: "message", client_id: m.client_id, body: m.body });
+      }, 1000);
+    }
+  }
+
+  function reconnect() {
+    state.ready = false;
+    var delay = Math.min(30000, 500 * Math.pow(2, state.retry++)) * (0.5 + Math.random() / 2);
+    setTimeout(connect, delay);
+  }
+
+  function connect() {
+    fetch(origin + "/api/v1/widget/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ site_key: siteKey, visitor_token: state.token,
+                             page: { url: location.href, title: document.title, referrer: document.referrer } })
+    }).then(function (r) {
+      if (!r.ok) throw new Error("session " + r.status);
+      return r.json();
+    }).then(function (s) {
+      state.token = s.visitor_token; save("token", s.visitor_token);
+      root.querySelector(".head").textContent = s.site_name || "Chat with us";
+      var ws = new WebSocket(s.ws_url + "?token=" + encodeURIComponent(s.visitor_token));
+      state.ws = ws;
+      ws.onopen = function () { ws.send(JSON.stringify({ type: "hello", last_seq: state.shownSeq })); };
+      ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore */ } };
+      ws.onclose = function (e) {
+        if (e.code === 4401) { state.token = null; save("token", null); }
+        reconnect();
+      };
+    }).catch(reconnect);
+  }
+
+  // Restore what is still waiting to be delivered, then connect.
+  state.outbox.forEach(function (m) { render({ client_id: m.client_id, sender: "visitor", body: m.body }, true); });
+  (document.body || document.documentElement).appendChild(host);
+  connect();
+  window.Deskbell = { open: function () { toggle(true); }, close: function () { toggle(false); }, toggle: toggle };
+})();

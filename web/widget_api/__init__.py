@@ -1,0 +1,116 @@
+"""The widget's HTTP side: `POST /api/v1/widget/session` (docs/protocol.md, step 1), widget.js and the demo page.
+
+Visitors carry a signed token, not a cookie, so these routes are exempt from CSRF; browsers are judged by Origin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from desk import tokens
+from desk.db import system_session, tenant_session
+from desk.models import Site, Tenant, Visitor
+from desk.settings import Settings
+
+bp = Blueprint("widget_api", __name__)
+
+PAGE_FIELDS = {"url": 2000, "title": 500, "referrer": 2000}
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    return response
+
+
+def _page(data: Any) -> dict[str, str]:
+    if not isinstance(data, dict):
+        return {}
+    return {k: str(data[k])[:limit] for k, limit in PAGE_FIELDS.items() if isinstance(data.get(k), str)}
+
+
+@bp.errorhandler(HTTPException)
+def _json_error(exc: HTTPException) -> Response:
+    return _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    if origin and request.path.startswith("/api/v1/widget/") and response.status_code != 403:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+@bp.route("/api/v1/widget/session", methods=["OPTIONS"])
+def session_preflight() -> ResponseReturnValue:
+    return "", 204
+
+
+@bp.post("/api/v1/widget/session")
+def create_session() -> ResponseReturnValue:
+    """Start or resume a visitor: returns a token for the socket. An invalid earlier token starts a new visitor."""
+    config: Settings = current_app.config["DESKBELL"]
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return _error(400, "invalid_json", "body must be a JSON object")
+    site_key = data.get("site_key")
+    if not isinstance(site_key, str) or not site_key:
+        return _error(400, "invalid_site_key", "site_key is required")
+    with system_session() as session:
+        site = session.scalar(select(Site).where(Site.site_key == site_key))
+    if site is None:
+        return _error(404, "unknown_site", "no site has this site_key")
+    if not site.allows_origin(request.headers.get("Origin")):
+        return _error(403, "origin_not_allowed", "this page's origin is not allowed for the site")
+
+    max_age = config.limits.visitor_token_days * 86400
+    claims = None
+    if isinstance(data.get("visitor_token"), str):
+        claims = tokens.verify(config.secret_key, data["visitor_token"], max_age)
+        if claims is not None and claims.site_id != site.id:
+            claims = None  # a token is bound to the site it was issued for
+    page = _page(data.get("page"))
+    with tenant_session(site.tenant_id) as session:
+        visitor = session.get(Visitor, claims.visitor_id) if claims else None
+        if visitor is None:
+            visitor = Visitor(id=uuid.uuid4(), site_id=site.id)
+            session.add(visitor)
+        if page:
+            visitor.page = page
+        session.commit()
+        claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
+    base = config.public_url or request.host_url.rstrip("/")
+    ws_base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    return jsonify(
+        visitor_token=tokens.issue(config.secret_key, claims),
+        visitor_id=str(claims.visitor_id),
+        ws_url=f"{ws_base}/ws/visitor",
+        site_name=site.name,
+    )
+
+
+@bp.get("/widget.js")
+def widget_js() -> ResponseReturnValue:
+    return send_from_directory(current_app.static_folder, "widget.js", max_age=300)
+
+
+@bp.get("/demo")
+def demo() -> ResponseReturnValue:
+    """A page with the widget snippet, to chat with yourself (the demo tenant's first site)."""
+    with system_session() as session:
+        row = session.execute(
+            select(Site, Tenant).join(Tenant, Tenant.id == Site.tenant_id).order_by(Site.created_at).limit(1)
+        ).first()
+    if row is None:
+        return _error(404, "no_site", "no site yet: run `deskbell bootstrap`")
+    return render_template("widget/demo.html", site=row[0], tenant=row[1])
