@@ -35,7 +35,7 @@
   root.innerHTML =
     "<style>" +
     ":host{all:initial}*{box-sizing:border-box;font:14px/1.4 system-ui,sans-serif}" +
-    ".launch{width:56px;height:56px;border-radius:50%;border:0;background:#2956d6;color:#fff;font-size:24px;cursor:pointer;box-shadow:0 4px 12px #0003}" +
+    ".launch{width:56px;height:56px;border-radius:50%;border:0;background:#2956d6;color:#fff;cursor:pointer;box-shadow:0 4px 12px #0003;display:flex;align-items:center;justify-content:center}" +
     ".panel{display:none;position:absolute;right:0;bottom:68px;width:340px;height:460px;max-height:80vh;background:#fff;border-radius:12px;box-shadow:0 8px 30px #0003;flex-direction:column;overflow:hidden}" +
     ".panel.open{display:flex}.head{background:#2956d6;color:#fff;padding:12px 14px;font-weight:600}" +
     ".list{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f5f6f8}" +
@@ -49,7 +49,8 @@
     "<div class='list' role='log' aria-live='polite'></div>" +
     "<form><textarea rows='2' aria-label='Message' placeholder='Type a message…'></textarea>" +
     "<button type='submit'>Send</button></form></div>" +
-    "<button class='launch' aria-label='Open chat'>&#128172;</button>";
+    "<button class='launch' aria-label='Open chat'><svg width='26' height='26' viewBox='0 0 24 24' aria-hidden='true'>" +
+    "<path fill='currentColor' d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>";
   var panel = root.querySelector(".panel"), list = root.querySelector(".list");
   var form = root.querySelector("form"), box = root.querySelector("textarea");
 

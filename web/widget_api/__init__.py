@@ -106,11 +106,12 @@ def widget_js() -> ResponseReturnValue:
 
 @bp.get("/demo")
 def demo() -> ResponseReturnValue:
-    """A page with the widget snippet, to chat with yourself (the demo tenant's first site)."""
+    """A page with the widget snippet, to chat with yourself: the first site, or the one `?site_key=` names."""
+    query = select(Site, Tenant).join(Tenant, Tenant.id == Site.tenant_id).order_by(Site.created_at).limit(1)
+    if request.args.get("site_key"):
+        query = query.where(Site.site_key == request.args["site_key"])
     with system_session() as session:
-        row = session.execute(
-            select(Site, Tenant).join(Tenant, Tenant.id == Site.tenant_id).order_by(Site.created_at).limit(1)
-        ).first()
+        row = session.execute(query).first()
     if row is None:
         return _error(404, "no_site", "no site yet: run `deskbell bootstrap`")
     return render_template("widget/demo.html", site=row[0], tenant=row[1])
