@@ -4,6 +4,7 @@ WebSocket, recording everything they sent and received (the fault-injection chec
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ class Agent:
         response = self.client.get(f"/console/c/{conversation_id}")
         response.raise_for_status()
         return response.text
+
+    def thread(self, conversation_id: str) -> list[str]:
+        """The message bodies the agent sees in the conversation, as text."""
+        page = self.conversation_page(conversation_id)
+        return [html.unescape(b) for b in re.findall(r'<div class="body">(.*?)</div>', page, re.S)]
 
     def reply(self, conversation_id: str, body: str, client_id: str | None = None) -> httpx.Response:
         page = self.conversation_page(conversation_id)

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import psycopg
 import pytest
 from honcho.environ import parse_procfile
 
-from desk.embedded import NatsServer, ensure_database, free_port, start_postgres
+from desk.embedded import NatsServer, ensure_database, free_port, start_postgres, wait_for_port
 from desk.settings import ROOT
 
 SERVER_URL = os.environ.get("DATABASE_URL")
@@ -108,15 +109,33 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
 
-    def bootstrap(self, *agents: str) -> dict[str, object]:
+    def bootstrap(self, *agents: str, origins: tuple[str, ...] = ()) -> dict[str, object]:
         """A new tenant via `deskbell bootstrap --json`, as a scripted install would make it."""
         slug = "t-" + secrets.token_hex(4)
         args = [sys.executable, "-m", "desk.cli", "bootstrap", "--json", "--slug", slug, "--name", slug]
         args += ["--owner-email", f"owner@{slug}.test"]
         for agent in agents:
             args += ["--agent", f"{agent}@{slug}.test"]
+        for origin in origins:
+            args += ["--origin", origin]
         out = subprocess.run(args, env=self.env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
         return json.loads(out)
+
+    @contextmanager
+    def another_web(self, **overrides: str) -> Iterator[str]:
+        """One more `web` process from the Procfile, with changed settings; yields its base URL."""
+        port = free_port()
+        saved, self.env = self.env, {**self.env, "PORT": str(port), **overrides}
+        name = f"web-{port}"
+        try:
+            self.start(name, parse_procfile((ROOT / "Procfile").read_text()).processes["web"])
+        finally:
+            self.env = saved
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            self.stop(name)
 
     def logs(self) -> str:
         assert self.log_dir is not None

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from desk import subjects
 from desk.actions.messages import as_event
+from desk.bus import BusUnavailable
 from desk.db import system_session, tenant_session
 from desk.models import Message, User
 from web.edge.hub import Hub
@@ -88,7 +89,10 @@ async def console_stream(request: Request) -> Response:
         except asyncio.QueueFull:
             overflow.set()  # too slow: end the stream; the browser reconnects and catches up
 
-    subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
+    try:
+        subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
+    except BusUnavailable:
+        return JSONResponse({"error": "unavailable", "message": "live updates are unavailable; retrying"}, 503)
 
     async def thread_events(live: list[dict[str, Any]] | None) -> AsyncIterator[dict[str, Any]]:
         """The open conversation's new messages: from events when they follow on, else from PostgreSQL."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -24,8 +25,13 @@ class Hub:
         self.url = url
         self.nc: Client | None = None
         self.sockets: set[Resyncable] = set()
+        self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Connect in the background: the web process serves pages (and says 503 in /healthz) while NATS is away."""
+        self._connecting = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
         # Plain NATS events sent while we were disconnected are gone: every socket catches up from PostgreSQL.
         self.nc = await bus.connect(self.url, "edge", reconnected_cb=self._on_reconnect)
 
@@ -35,11 +41,13 @@ class Hub:
             socket.resync()
 
     async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
 
     def client(self) -> Client:
-        if self.nc is None:
+        if self.nc is None or not self.nc.is_connected:
             raise bus.BusUnavailable("the edge is not connected to NATS yet")
         return self.nc
 

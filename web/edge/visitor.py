@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CLOSE_BAD_TOKEN = 4401
 CLOSE_BAD_ORIGIN = 4403
 CLOSE_SILENT = 4408
+CLOSE_TRY_AGAIN = 1013  # RFC 6455: try again later
 REPLAY_PAGE = 500
 RESYNC = object()  # a marker on the delivery queue: catch up from PostgreSQL
 
@@ -231,4 +232,7 @@ async def visitor_endpoint(ws: WebSocket) -> None:
     if not site.allows_origin(ws.headers.get("origin")):
         await ws.close(CLOSE_BAD_ORIGIN, "origin not allowed")
         return
-    await VisitorSocket(ws, claims, hub, config).run()
+    try:
+        await VisitorSocket(ws, claims, hub, config).run()
+    except BusUnavailable:
+        await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect shortly")
