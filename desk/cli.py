@@ -122,6 +122,7 @@ def dev(port: int | None, workers: int) -> None:
     env = dict(os.environ)
     env["SECRET_KEY"] = config.secret_key
     env["PORT"] = str(port or config.port)
+    env.setdefault("HOST", "127.0.0.1")  # development serves plain HTTP: keep it on this machine
     # The Procfile names `python` and `hypercorn`: make them this installation's, even when not activated.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     nats: NatsServer | None = None

@@ -60,7 +60,7 @@ async def _quietly(op: Awaitable[None]) -> None:
 
 
 def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
-    """Run consumers until SIGTERM or SIGINT, then finish the current batches and drain the connection."""
+    """Run consumers until SIGTERM or SIGINT, then finish and ack the current batches and disconnect."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def main() -> None:
@@ -74,6 +74,9 @@ def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
         nc = await bus.connect(config.nats_url, name)
         log.info("%s: consuming %s", name, ", ".join(durable for _, durable, _ in consumers))
         await asyncio.gather(*(consume(nc, s, d, h, stop) for s, d, h in consumers))
-        await nc.drain()
+        # Batches are finished and acked; flush the acks and leave. (nats-py's drain() waits out its
+        # 30 s timeout on pull subscriptions, so close instead.)
+        await nc.flush()
+        await nc.close()
 
     asyncio.run(main())
