@@ -86,9 +86,14 @@ def bootstrap(
         )
         tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
     created_agents = []
+    with system_session() as session:  # emails are unique across tenants: one login page for all
+        wanted = [a.lower() for a in agents]
+        taken = {u.email: u.tenant_id for u in session.scalars(select(User).where(User.email.in_(wanted)))}
+    if clash := sorted(email for email, owner in taken.items() if owner != tenant_id):
+        raise click.ClickException(f"email already used by another tenant: {', '.join(clash)}")
     with tenant_session(tenant_id) as session:
         for email in agents:
-            if session.scalar(select(User).where(User.email == email.lower())) is None:
+            if email.lower() not in taken:
                 password = secrets.token_urlsafe(12)
                 do_create_user(session, email=email, name=email.split("@")[0].title(), role="agent", password=password)
                 created_agents.append({"email": email.lower(), "password": password})

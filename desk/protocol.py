@@ -66,7 +66,8 @@ def validate_body(value: Any, limits: Limits) -> str:
 
 def parse_client_frame(text: str | bytes, limits: Limits) -> ClientFrame:
     """Parse one frame from a visitor; raises FrameError with a code the client can act on."""
-    if len(text) > limits.frame_bytes:
+    size = len(text.encode()) if isinstance(text, str) else len(text)
+    if size > limits.frame_bytes:
         raise FrameError("frame_too_large", f"frames must be at most {limits.frame_bytes} bytes")
     try:
         data = json.loads(text)

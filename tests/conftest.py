@@ -62,18 +62,9 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 @pytest.fixture
 def tenant(database_url: str) -> uuid.UUID:
     """A new tenant with a site and an owner, made by the real bootstrap action."""
-    from sqlalchemy import select
+    from tests.factories import new_tenant
 
-    from desk.actions.tenants import do_bootstrap_tenant
-    from desk.db import system_session
-    from desk.models import Tenant
-
-    slug = "t-" + secrets.token_hex(4)
-    with system_session() as session:
-        do_bootstrap_tenant(
-            session, slug=slug, name=slug, owner_email=f"owner@{slug}.test", site_name="Site", allowed_origins=[]
-        )
-        return session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+    return new_tenant()
 
 
 # -- the running product ---------------------------------------------------------------------------------------

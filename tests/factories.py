@@ -10,11 +10,11 @@ from sqlalchemy import select
 from desk.actions.messages import Inbound, do_store_messages
 from desk.actions.tenants import do_bootstrap_tenant, do_create_user
 from desk.db import system_session, tenant_session
-from desk.models import Site, Tenant, User, Visitor
+from desk.models import Conversation, Site, Tenant, Visitor
 
 
 def new_tenant() -> uuid.UUID:
-    """Another tenant with a site and an owner, made by the bootstrap action as the `tenant` fixture's is."""
+    """A new tenant with a site and an owner, made by the bootstrap action (the `tenant` fixture uses this)."""
     slug = "t-" + secrets.token_hex(4)
     with system_session() as session:
         do_bootstrap_tenant(
@@ -54,12 +54,7 @@ def new_agent(tenant_id: uuid.UUID, presence: str = "online") -> uuid.UUID:
 
 
 def assignee_of(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> uuid.UUID | None:
-    from desk.models import Conversation
-
     with tenant_session(tenant_id) as session:
         conversation = session.get(Conversation, conversation_id)
         assert conversation is not None
         return conversation.assignee_id
-
-
-__all__ = ["User", "assignee_of", "new_agent", "new_conversation", "new_tenant", "new_visitor"]

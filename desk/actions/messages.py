@@ -86,7 +86,12 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     visitors = {
         v.id: v
         for v in session.scalars(
-            select(Visitor).where(Visitor.id.in_(visitor_ids)).order_by(Visitor.id).with_for_update()
+            select(Visitor)
+            .where(Visitor.id.in_(visitor_ids))
+            .order_by(Visitor.id)
+            .with_for_update()
+            # the locked row's last_seq, not one this session may have loaded before
+            .execution_options(populate_existing=True)
         )
     }
     existing = {

@@ -18,7 +18,13 @@ def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> User 
     conversation row is locked, so two routers racing on it assign it once; agents are taken with SKIP
     LOCKED, so two routers racing on different conversations take different agents.
     """
-    conversation = session.scalar(select(Conversation).where(Conversation.id == conversation_id).with_for_update())
+    # populate_existing: decide on the locked row, not on a copy this session may have loaded before.
+    conversation = session.scalar(
+        select(Conversation)
+        .where(Conversation.id == conversation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if conversation is None or conversation.status != "open" or conversation.assignee_id is not None:
         session.rollback()
         return None
@@ -28,6 +34,7 @@ def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> User 
         .order_by(User.last_assigned_at.asc().nulls_first(), User.created_at)
         .limit(1)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     )
     if agent is None:
         session.rollback()

@@ -1,0 +1,96 @@
+"""The visitor protocol's client frames: what parse_client_frame accepts, and the code it refuses the rest with."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from desk.protocol import FrameError, Hello, Ping, Pong, Send, parse_client_frame
+from desk.settings import Limits
+
+LIMITS = Limits()
+SMALL = Limits(message_chars=10, client_id_chars=4, frame_bytes=120)
+
+
+def frame(**fields: object) -> str:
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def refusal(text: str | bytes, limits: Limits = LIMITS) -> str:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(text, limits)
+    return refused.value.code
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        (frame(type="hello", last_seq=42), Hello(42)),
+        (frame(type="hello"), Hello(0)),
+        (frame(type="message", client_id="c-1", body="Hi, is anyone there?"), Send("c-1", "Hi, is anyone there?")),
+        (frame(type="message", client_id="c-2", body="Grüße 👋"), Send("c-2", "Grüße 👋")),
+        (frame(type="ping"), Ping()),
+        (frame(type="pong"), Pong()),
+        (frame(type="ping").encode(), Ping()),
+    ],
+)
+def test_each_valid_frame_is_parsed(text: str | bytes, parsed: object) -> None:
+    assert parse_client_frame(text, LIMITS) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("not json", "invalid_json"),
+        (b"\xff\xfe{", "invalid_json"),
+        ("[]", "invalid_frame"),
+        ('"hello"', "invalid_frame"),
+        ("null", "invalid_frame"),
+        (frame(), "unknown_type"),
+        (frame(type="typing"), "unknown_type"),
+        (frame(type="hello", last_seq=-1), "invalid_last_seq"),
+        (frame(type="hello", last_seq="3"), "invalid_last_seq"),
+        (frame(type="hello", last_seq=True), "invalid_last_seq"),
+        (frame(type="hello", last_seq=1.5), "invalid_last_seq"),
+        (frame(type="hello", last_seq=None), "invalid_last_seq"),
+        (frame(type="message", body="hi"), "invalid_client_id"),
+        (frame(type="message", client_id="", body="hi"), "invalid_client_id"),
+        (frame(type="message", client_id="has space", body="hi"), "invalid_client_id"),
+        (frame(type="message", client_id="café", body="hi"), "invalid_client_id"),
+        (frame(type="message", client_id=7, body="hi"), "invalid_client_id"),
+        (frame(type="message", client_id="c" * (LIMITS.client_id_chars + 1), body="hi"), "invalid_client_id"),
+        (frame(type="message", client_id="c-1"), "invalid_body"),
+        (frame(type="message", client_id="c-1", body=""), "invalid_body"),
+        (frame(type="message", client_id="c-1", body=" \n\t"), "invalid_body"),
+        (frame(type="message", client_id="c-1", body=["hi"]), "invalid_body"),
+        (frame(type="message", client_id="c-1", body="x" * (LIMITS.message_chars + 1)), "message_too_long"),
+        (frame(type="ping", padding="x" * LIMITS.frame_bytes), "frame_too_large"),
+    ],
+)
+def test_each_invalid_frame_is_refused_with_its_code(text: str | bytes, code: str) -> None:
+    assert refusal(text) == code
+
+
+def test_a_message_at_the_default_limits_is_accepted() -> None:
+    client_id, body = "c" * LIMITS.client_id_chars, "x" * LIMITS.message_chars
+    assert parse_client_frame(frame(type="message", client_id=client_id, body=body), LIMITS) == Send(client_id, body)
+
+
+def test_smaller_limits_apply_to_body_client_id_and_frame() -> None:
+    assert parse_client_frame(frame(type="message", client_id="abcd", body="x" * 10), SMALL) == Send("abcd", "x" * 10)
+    assert refusal(frame(type="message", client_id="abcd", body="x" * 11), SMALL) == "message_too_long"
+    assert refusal(frame(type="message", client_id="abcde", body="hi"), SMALL) == "invalid_client_id"
+    assert refusal(frame(type="ping", padding="x" * 120), SMALL) == "frame_too_large"
+
+
+def test_frame_size_is_counted_in_utf8_bytes_not_characters() -> None:
+    text = frame(type="ping", padding="é" * 80)
+    assert len(text) < SMALL.frame_bytes < len(text.encode())
+    assert refusal(text, SMALL) == "frame_too_large"
+
+
+def test_a_refusal_carries_a_message_naming_the_limit() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(frame(type="message", client_id="c-1", body="x" * 11), SMALL)
+    assert "10" in refused.value.message

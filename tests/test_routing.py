@@ -1,0 +1,65 @@
+"""Routing (do_route_conversation): open conversations go round robin to the tenant's online agents."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from desk.actions.routing import do_route_conversation
+from desk.db import tenant_session
+from tests.factories import assignee_of, new_agent, new_conversation
+
+
+def route(tenant: uuid.UUID, conversation: uuid.UUID) -> uuid.UUID | None:
+    """Route in a session of its own, as the router worker does; the id of the agent it was given to."""
+    with tenant_session(tenant) as session:
+        agent = do_route_conversation(session, conversation)
+        return agent.id if agent else None
+
+
+def test_conversations_go_round_robin_to_online_agents(tenant: uuid.UUID) -> None:
+    ann, bob, cy = new_agent(tenant), new_agent(tenant), new_agent(tenant)
+    conversations = [new_conversation(tenant) for _ in range(6)]
+    assert [route(tenant, c) for c in conversations] == [ann, bob, cy, ann, bob, cy]
+    assert [assignee_of(tenant, c) for c in conversations] == [ann, bob, cy, ann, bob, cy]
+
+
+def test_away_and_offline_agents_get_no_conversations(tenant: uuid.UUID) -> None:
+    new_agent(tenant, presence="away")
+    online = new_agent(tenant)
+    new_agent(tenant, presence="offline")
+    conversations = [new_conversation(tenant) for _ in range(3)]
+    assert [route(tenant, c) for c in conversations] == [online] * 3
+
+
+def test_an_assigned_conversation_keeps_its_agent(tenant: uuid.UUID) -> None:
+    first = new_agent(tenant)
+    conversation = new_conversation(tenant)
+    assert route(tenant, conversation) == first
+    new_agent(tenant)
+    assert route(tenant, conversation) is None
+    assert assignee_of(tenant, conversation) == first
+
+
+def test_with_no_agent_online_a_conversation_stays_unassigned(tenant: uuid.UUID) -> None:
+    new_agent(tenant, presence="away")
+    conversation = new_conversation(tenant)
+    assert route(tenant, conversation) is None
+    assert assignee_of(tenant, conversation) is None
+
+
+def test_routers_racing_on_one_conversation_assign_it_once(tenant: uuid.UUID) -> None:
+    agents = {new_agent(tenant) for _ in range(4)}
+    conversation = new_conversation(tenant)
+    start = threading.Barrier(4)
+
+    def racer(_: int) -> uuid.UUID | None:
+        start.wait()
+        return route(tenant, conversation)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(racer, range(4)))
+    [winner] = [r for r in results if r is not None]
+    assert winner in agents
+    assert assignee_of(tenant, conversation) == winner
