@@ -35,6 +35,8 @@ class Limits:
     ack_timeout_seconds: int = 15
     # Messages a socket may have sent and not yet had acked; more get an `outbox_full` error to retry.
     pending_messages: int = 500
+    # How long a long-poll waits for a new message before answering with none.
+    poll_seconds: int = 25
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def load() -> Settings:
         visitor_token_days=_int("DESKBELL_VISITOR_TOKEN_DAYS", Limits.visitor_token_days),
         ack_timeout_seconds=_int("DESKBELL_ACK_TIMEOUT_SECONDS", Limits.ack_timeout_seconds),
         pending_messages=_int("DESKBELL_PENDING_MESSAGES", Limits.pending_messages),
+        poll_seconds=_int("DESKBELL_POLL_SECONDS", Limits.poll_seconds),
     )
     return Settings(
         env=env,

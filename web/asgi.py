@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from desk import settings
 from web import create_app
+from web.edge import polling
 from web.edge.console import console_stream
 from web.edge.hub import Hub
 from web.edge.visitor import visitor_endpoint
@@ -54,6 +55,8 @@ def build() -> Starlette:
         routes=[
             WebSocketRoute("/ws/visitor", visitor_endpoint),
             Route("/live/console", console_stream),
+            Route("/lp/visitor", polling.poll, methods=["GET"]),
+            Route("/lp/visitor", polling.send, methods=["POST"]),
             Mount("/", app=ThreadedWsgiToAsgi(flask_app)),
         ],
         lifespan=lifespan,

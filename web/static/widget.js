@@ -24,7 +24,7 @@
 
   // shownSeq: the highest seq shown on this page; a new page asks for the whole thread again.
   var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
-                ws: null, open: false, retry: 0, seen: {} };
+                ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0 };
 
   // -- UI --------------------------------------------------------------------------------------------------
   var host = document.createElement("div");
@@ -96,19 +96,33 @@
   });
 
   // -- connection ------------------------------------------------------------------------------------------
+  // WebSocket first; after two sockets that never open (a proxy that blocks them), long-polling with the
+  // same frames. `inflight` keeps one copy of each unacked message on the wire at a time.
+  var inflight = {};
+
   function send(frame) {
-    if (state.ws && state.ws.readyState === 1 && state.ready) state.ws.send(JSON.stringify(frame));
+    if (!state.ready) return;
+    if (frame.client_id) inflight[frame.client_id] = true;
+    if (state.mode === "poll") { postQueue.push(frame); postFrames(); return; }
+    if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(frame));
+  }
+
+  function flushOutbox() {
+    state.outbox.forEach(function (m) {
+      if (!inflight[m.client_id]) send({ type: "message", client_id: m.client_id, body: m.body });
+    });
   }
 
   function onFrame(frame) {
     if (frame.type === "welcome") {
       state.ready = true;
       state.retry = 0;
-      state.outbox.forEach(function (m) { send({ type: "message", client_id: m.client_id, body: m.body }); });
+      flushOutbox();
     } else if (frame.type === "message") {
       render(frame, false);
       state.shownSeq = Math.max(state.shownSeq, frame.seq);
     } else if (frame.type === "ack") {
+      delete inflight[frame.client_id];
       state.outbox = state.outbox.filter(function (m) { return m.client_id !== frame.client_id; });
       save("outbox", state.outbox);
       var node = state.seen["c:" + frame.client_id];
@@ -116,17 +130,19 @@
     } else if (frame.type === "ping") {
       send({ type: "pong" });
     } else if (frame.type === "error" && frame.client_id) {
-      setTimeout(function () {
-        var m = state.outbox.filter(function (x) { return x.client_id === frame.client_id; })[0];
-        if (m) send({ type: "message", client_id: m.client_id, body: m.body });
-      }, 1000);
+      delete inflight[frame.client_id];
+      setTimeout(flushOutbox, 1000);
     }
+  }
+
+  function backoff() {
+    return Math.min(30000, 500 * Math.pow(2, state.retry++)) * (0.5 + Math.random() / 2);
   }
 
   function reconnect() {
     state.ready = false;
-    var delay = Math.min(30000, 500 * Math.pow(2, state.retry++)) * (0.5 + Math.random() / 2);
-    setTimeout(connect, delay);
+    inflight = {};
+    setTimeout(connect, backoff());
   }
 
   function connect() {
@@ -141,15 +157,56 @@
     }).then(function (s) {
       state.token = s.visitor_token; save("token", s.visitor_token);
       root.querySelector(".head").textContent = s.site_name || "Chat with us";
+      if (state.mode === "poll") { poll(true); return; }
       var ws = new WebSocket(s.ws_url + "?token=" + encodeURIComponent(s.visitor_token));
+      var opened = false;
       state.ws = ws;
-      ws.onopen = function () { ws.send(JSON.stringify({ type: "hello", last_seq: state.shownSeq })); };
+      ws.onopen = function () {
+        opened = true;
+        state.wsFailures = 0;
+        ws.send(JSON.stringify({ type: "hello", last_seq: state.shownSeq }));
+      };
       ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore */ } };
       ws.onclose = function (e) {
         if (e.code === 4401) { state.token = null; save("token", null); }
+        if (!opened && ++state.wsFailures >= 2) state.mode = "poll";
         reconnect();
       };
     }).catch(reconnect);
+  }
+
+  // -- long-polling ----------------------------------------------------------------------------------------
+  var postQueue = [], posting = false;
+
+  function pollUrl() { return origin + "/lp/visitor?token=" + encodeURIComponent(state.token); }
+
+  function poll(first) {
+    // The first poll answers at once, so the welcome (and the outbox flush) need not wait for a message.
+    fetch(pollUrl() + "&last_seq=" + state.shownSeq + (first ? "&wait=0" : "")).then(function (r) {
+      if (!r.ok) throw r;
+      return r.json();
+    }).then(function (data) {
+      data.frames.forEach(onFrame);
+      poll();
+    }).catch(function (r) {
+      if (r && r.status === 401) { state.token = null; save("token", null); }
+      reconnect();
+    });
+  }
+
+  function postFrames() {
+    if (posting || !postQueue.length) return;
+    posting = true;
+    var batch = postQueue.splice(0, 10);
+    fetch(pollUrl(), { method: "POST", headers: { "Content-Type": "text/plain" },
+                       body: JSON.stringify({ frames: batch }) })
+      .then(function (r) { if (!r.ok) throw r; return r.json(); })
+      .then(function (data) { data.frames.forEach(onFrame); })
+      .catch(function () {
+        batch.forEach(function (f) { if (f.client_id) delete inflight[f.client_id]; });
+        setTimeout(flushOutbox, backoff());
+      })
+      .then(function () { posting = false; postFrames(); });
   }
 
   // Restore what is still waiting to be delivered, then connect.

@@ -1,0 +1,105 @@
+"""Long-polling for visitors whose network blocks WebSockets: the same frames, the same guarantees.
+
+`GET /lp/visitor?token=…&last_seq=N` answers `{"frames": [welcome, message…]}` with the thread after N,
+at once if there is any (or with `wait=0`), else when the next message is stored or after the poll timeout.
+`POST /lp/visitor?token=…` takes `{"frames": [...]}` (message and ping frames) and answers their acks,
+errors and pongs, storing messages one at a time. Each request stands alone, so any edge process can serve any poll (docs/protocol.md).
+Bodies are sent as text/plain so that a cross-origin widget needs no CORS preflight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from desk import protocol
+from desk.bus import BusUnavailable
+from desk.settings import Settings
+from web.edge.hub import Hub
+from web.edge.thread import Refusal, VisitorLink, authorize
+
+
+def _reply(request: Request, payload: dict[str, Any], status: int = 200) -> Response:
+    response = JSONResponse(payload, status)
+    origin = request.headers.get("origin")
+    if origin and status != 403:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+async def _link(request: Request) -> VisitorLink | Response:
+    config: Settings = request.app.state.config
+    hub: Hub = request.app.state.hub
+    claims = await authorize(config, request.query_params.get("token", ""), request.headers.get("origin"))
+    if isinstance(claims, Refusal):
+        return _reply(request, {"error": "refused", "code": claims.close_code, "message": claims.reason}, claims.status)
+    link = VisitorLink(hub, claims, config)
+    try:
+        await link.open()
+    except BusUnavailable:
+        return _reply(request, {"error": "unavailable", "message": "service unavailable; retry shortly"}, 503)
+    return link
+
+
+async def poll(request: Request) -> Response:
+    config: Settings = request.app.state.config
+    try:
+        last_seq = int(request.query_params.get("last_seq", "0"))
+        if last_seq < 0:
+            raise ValueError
+    except ValueError:
+        return _reply(request, {"error": "invalid_last_seq", "message": "last_seq must be a non-negative integer"}, 400)
+    link = await _link(request)
+    if isinstance(link, Response):
+        return link
+    stored_event = asyncio.Event()
+    link.on_message = lambda _stored: stored_event.set()
+    try:
+        frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), await link.last_seq())]
+        messages = await link.after(last_seq)
+        if not messages and request.query_params.get("wait") != "0":
+            try:
+                await asyncio.wait_for(stored_event.wait(), config.limits.poll_seconds)
+            except TimeoutError:
+                pass
+            messages = await link.after(last_seq)
+        frames += [protocol.message(m) for m in messages]
+        return _reply(request, {"frames": frames})
+    finally:
+        await link.close()
+
+
+async def send(request: Request) -> Response:
+    config: Settings = request.app.state.config
+    body = await request.body()
+    if len(body) > config.limits.frame_bytes * 10:
+        return _reply(request, {"error": "too_large", "message": "send at most ten frames' worth at a time"}, 413)
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
+            raise ValueError
+    except ValueError:
+        return _reply(request, {"error": "invalid_json", "message": 'body must be {"frames": [...]}'}, 400)
+    link = await _link(request)
+    if isinstance(link, Response):
+        return link
+    answers: list[dict[str, Any]] = []
+    try:
+        for raw in data["frames"]:
+            try:
+                frame = protocol.parse_client_frame(json.dumps(raw), config.limits)
+            except protocol.FrameError as exc:
+                answers.append(protocol.error(exc.code, exc.message))
+                continue
+            if isinstance(frame, protocol.Ping):
+                answers.append(protocol.PONG)
+            elif isinstance(frame, protocol.Send):
+                answers.append(await link.store(frame))
+        return _reply(request, {"frames": answers})
+    finally:
+        await link.close()

@@ -1,0 +1,156 @@
+"""A visitor's thread as the edge sees it, whatever the transport (WebSocket or long-polling).
+
+`VisitorLink` subscribes to the thread's events and stores the visitor's messages: it publishes each to
+JetStream and answers `ack` only once PostgreSQL has it (docs/architecture.md, steps 2-5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from desk import protocol, subjects, tokens
+from desk.actions.messages import Inbound, as_event
+from desk.bus import BusUnavailable, publish_durable
+from desk.db import tenant_session
+from desk.models import Site, Visitor
+from desk.queries.conversations import message_by_client_id, thread_after
+from desk.settings import Settings
+from web.edge.hub import Hub
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a visitor may not connect: a WebSocket close code, an HTTP status and a message."""
+
+    close_code: int
+    status: int
+    reason: str
+
+
+BAD_TOKEN = Refusal(4401, 401, "invalid or expired token")
+UNKNOWN_VISITOR = Refusal(4401, 401, "unknown visitor")
+BAD_ORIGIN = Refusal(4403, 403, "origin not allowed")
+
+
+def _load_site_and_visitor(claims: tokens.VisitorClaims) -> tuple[Site | None, Visitor | None]:
+    with tenant_session(claims.tenant_id) as session:
+        return session.get(Site, claims.site_id), session.get(Visitor, claims.visitor_id)
+
+
+async def authorize(config: Settings, token: str, origin: str | None) -> tokens.VisitorClaims | Refusal:
+    """The visitor a token names, if it is valid, the visitor exists and the browser's origin is allowed."""
+    claims = tokens.verify(config.secret_key, token, config.limits.visitor_token_days * 86400)
+    if claims is None:
+        return BAD_TOKEN
+    site, visitor = await asyncio.to_thread(_load_site_and_visitor, claims)
+    if site is None or visitor is None:
+        return UNKNOWN_VISITOR
+    if not site.allows_origin(origin):
+        return BAD_ORIGIN
+    return claims
+
+
+def _thread_after(claims: tokens.VisitorClaims, after: int) -> list[dict[str, Any]]:
+    with tenant_session(claims.tenant_id) as session:
+        return [as_event(m) for m in session.scalars(thread_after(claims.visitor_id, after, REPLAY_PAGE))]
+
+
+def _last_seq(claims: tokens.VisitorClaims) -> int:
+    with tenant_session(claims.tenant_id) as session:
+        visitor = session.get(Visitor, claims.visitor_id)
+        return visitor.last_seq if visitor else 0
+
+
+def _stored(claims: tokens.VisitorClaims, client_id: str) -> dict[str, Any] | None:
+    with tenant_session(claims.tenant_id) as session:
+        message = session.scalar(message_by_client_id(claims.visitor_id, client_id))
+        return as_event(message) if message else None
+
+
+class VisitorLink:
+    """One connection's view of a visitor thread; `on_message` hears every stored message of the thread."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        claims: tokens.VisitorClaims,
+        config: Settings,
+        on_message: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.hub, self.claims, self.limits = hub, claims, config.limits
+        self.on_message = on_message
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.subscription: Subscription | None = None
+
+    async def open(self) -> None:
+        """Subscribe before reading PostgreSQL, so nothing stored in between is missed."""
+        self.subscription = await self.hub.subscribe(
+            subjects.visitor_events(self.claims.tenant_id, self.claims.visitor_id), self._on_event
+        )
+
+    async def close(self) -> None:
+        if self.subscription is not None:
+            with contextlib.suppress(Exception):
+                await self.subscription.unsubscribe()
+
+    async def _on_event(self, msg: Msg) -> None:
+        event = json.loads(msg.data)
+        if event.get("kind") != "message":
+            return
+        stored = event["message"]
+        future = self.waiting.get(stored["client_id"]) if stored["sender"] == "visitor" else None
+        if future is not None and not future.done():
+            future.set_result(stored)
+        if self.on_message is not None:
+            result = self.on_message(stored)
+            if result is not None:
+                await result
+
+    async def after(self, seq: int) -> list[dict[str, Any]]:
+        """Up to REPLAY_PAGE stored messages with seq > `seq`, in order, from PostgreSQL."""
+        return await asyncio.to_thread(_thread_after, self.claims, seq)
+
+    async def last_seq(self) -> int:
+        return await asyncio.to_thread(_last_seq, self.claims)
+
+    async def store(self, frame: protocol.Send) -> dict[str, Any]:
+        """Publish a visitor's message and return its `ack` once stored, or an error frame to retry on."""
+        claims = self.claims
+        future = self.waiting.setdefault(frame.client_id, asyncio.get_running_loop().create_future())
+        inbound = Inbound(visitor_id=claims.visitor_id, client_id=frame.client_id, body=frame.body)
+        try:
+            try:
+                puback = await publish_durable(
+                    self.hub.client(),
+                    subjects.inbound(claims.tenant_id, claims.visitor_id),
+                    inbound.payload(),
+                    subjects.inbound_msg_id(claims.visitor_id, frame.client_id),
+                )
+            except BusUnavailable as exc:
+                log.warning("edge: publish failed for visitor %s: %s", claims.visitor_id, exc)
+                return protocol.error("unavailable", "message not accepted; send it again", client_id=frame.client_id)
+            # A duplicate within JetStream's window may have been stored long ago: ask PostgreSQL first.
+            stored = await asyncio.to_thread(_stored, claims, frame.client_id) if puback.duplicate else None
+            try:
+                stored = stored or await asyncio.wait_for(asyncio.shield(future), self.limits.ack_timeout_seconds)
+            except TimeoutError:
+                # The event may have been missed: PostgreSQL decides.
+                stored = await asyncio.to_thread(_stored, claims, frame.client_id)
+                if stored is None:
+                    return protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
+            return protocol.ack(frame.client_id, stored["seq"], stored["conversation_id"])
+        finally:
+            self.waiting.pop(frame.client_id, None)
