@@ -3,8 +3,8 @@
 `GET /lp/visitor?token=…&last_seq=N` answers `{"frames": [welcome, message…]}` with the thread after N,
 at once if there is any (or with `wait=0`), else when the next message is stored or after the poll timeout.
 `POST /lp/visitor?token=…` takes `{"frames": [...]}` (message and ping frames) and answers their acks,
-errors and pongs, storing messages one at a time. Each request stands alone, so any edge process can serve any poll (docs/protocol.md).
-Bodies are sent as text/plain so that a cross-origin widget needs no CORS preflight.
+errors and pongs, storing messages one at a time. Each request stands alone, so any edge process can serve
+any poll (docs/protocol.md). Bodies are sent as text/plain so that a cross-origin widget needs no CORS preflight.
 """
 
 from __future__ import annotations
