@@ -1,8 +1,8 @@
 """Engine, sessions and tenant scoping: the one place where a query is limited to a tenant.
 
 A session opened with `tenant_session(tenant_id)` adds `tenant_id = :tenant` to every ORM SELECT, UPDATE and DELETE
-on a TenantScoped class, and refuses to flush a row of another tenant. Code that must cross tenants (the worker
-finding the tenant of a job, `deskbell bootstrap`) opens `system_session()` and says so by that name.
+on a TenantScoped class, and refuses to flush a row of another tenant. Code that must cross tenants (logging in
+by email, finding a site by its public key, `deskbell bootstrap`) opens `system_session()` and says so by name.
 """
 
 from __future__ import annotations

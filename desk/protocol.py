@@ -12,15 +12,21 @@ from desk.settings import Limits
 VERSION = 1
 # client_id: printable ASCII without spaces, so it can travel in a NATS header and a URL unchanged.
 CLIENT_ID = re.compile(r"^[\x21-\x7e]+$")
+# Agents' replies are stored with client_ids in their own namespace, which visitors may not use.
+AGENT_CLIENT_PREFIX = "agent:"
 
 
 class FrameError(ValueError):
     """A frame the server refuses; the socket stays open and gets an error frame."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, client_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.client_id = client_id  # set for a refused message frame whose client_id could be read
+
+    def frame(self) -> dict[str, Any]:
+        return error(self.code, self.message, self.client_id)
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,22 @@ def validate_client_id(value: Any, limits: Limits) -> str:
 def validate_body(value: Any, limits: Limits) -> str:
     if not isinstance(value, str) or not value.strip():
         raise FrameError("invalid_body", "body must be a non-empty string")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise FrameError("invalid_body", "body must not contain NUL characters")
     if len(value) > limits.message_chars:
         raise FrameError("message_too_long", f"body must be at most {limits.message_chars} characters")
     return value
+
+
+def _parse_send(data: dict[str, Any], limits: Limits) -> Send:
+    client_id = validate_client_id(data.get("client_id"), limits)
+    if client_id.startswith(AGENT_CLIENT_PREFIX):
+        raise FrameError("invalid_client_id", f"client_id must not start with {AGENT_CLIENT_PREFIX!r}")
+    try:
+        return Send(client_id, validate_body(data.get("body"), limits))
+    except FrameError as exc:
+        exc.client_id = client_id  # the client can drop this message from its outbox: it will never be taken
+        raise
 
 
 def parse_client_frame(text: str | bytes, limits: Limits) -> ClientFrame:
@@ -82,7 +101,7 @@ def parse_client_frame(text: str | bytes, limits: Limits) -> ClientFrame:
             raise FrameError("invalid_last_seq", "last_seq must be a non-negative integer")
         return Hello(last_seq)
     if kind == "message":
-        return Send(validate_client_id(data.get("client_id"), limits), validate_body(data.get("body"), limits))
+        return _parse_send(data, limits)
     if kind == "ping":
         return Ping()
     if kind == "pong":
@@ -114,8 +133,15 @@ def message(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, **extra}
+# Errors about a message that the client should send again, unchanged, later; any other error is final.
+RETRY_CODES = frozenset({"unavailable", "not_stored_yet", "outbox_full"})
+
+
+def error(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:
+    frame = {"type": "error", "code": code, "message": message, "retry": code in RETRY_CODES}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
 
 
 PING = {"type": "ping"}

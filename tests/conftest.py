@@ -83,12 +83,21 @@ class Stack:
     def ws_url(self) -> str:
         return self.base_url.replace("http://", "ws://") + "/ws/visitor"
 
-    def start(self, name: str, command: str) -> None:
+    def start(self, name: str, command: str, env: dict[str, str] | None = None) -> None:
         assert self.log_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.processes[name] = subprocess.Popen(
-            command, shell=True, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            shell=True,
+            env=env or self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+    def send_signal(self, name: str, sig: int) -> None:
+        os.killpg(self.processes[name].pid, sig)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name)

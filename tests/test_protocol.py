@@ -94,3 +94,34 @@ def test_a_refusal_carries_a_message_naming_the_limit() -> None:
     with pytest.raises(FrameError) as refused:
         parse_client_frame(frame(type="message", client_id="c-1", body="x" * 11), SMALL)
     assert "10" in refused.value.message
+
+
+def test_a_body_with_a_nul_character_is_refused_before_it_reaches_postgresql() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(json.dumps({"type": "message", "client_id": "c1", "body": "a\x00b"}), LIMITS)
+    assert refused.value.code == "invalid_body"
+
+
+def test_visitors_cannot_use_the_agents_client_id_namespace() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(json.dumps({"type": "message", "client_id": "agent:abc", "body": "hi"}), LIMITS)
+    assert refused.value.code == "invalid_client_id"
+
+
+def test_a_refused_message_names_its_client_id_and_says_not_to_retry() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(json.dumps({"type": "message", "client_id": "c9", "body": "x" * 4001}), LIMITS)
+    assert refused.value.frame() == {
+        "type": "error",
+        "code": "message_too_long",
+        "message": "body must be at most 4000 characters",
+        "retry": False,
+        "client_id": "c9",
+    }
+
+
+def test_errors_that_mean_send_again_say_so() -> None:
+    from desk.protocol import error
+
+    assert error("unavailable", "later", "c1")["retry"] is True
+    assert error("invalid_json", "bad")["retry"] is False

@@ -23,7 +23,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop on this thread while it is open, and other tests
+# call asyncio.run(), which refuses to start inside a running loop.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 

@@ -1,4 +1,5 @@
-"""A TCP proxy for fault injection: pass, delay, blackhole or reset a hop, or refuse WebSocket upgrades.
+"""A TCP proxy for fault injection: pass, delay, blackhole or reset a hop, or refuse WebSocket upgrades;
+with several targets it is also the load balancer in front of the edges.
 
 It runs its own event loop on a thread, so sync tests (and Playwright) can switch its mode while traffic
 flows. Used in front of the edge, NATS and PostgreSQL by the fault-injection tests.
@@ -18,8 +19,10 @@ REFUSED_UPGRADE = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: c
 
 
 class Proxy:
-    def __init__(self, target_port: int, strip_websocket: bool = False) -> None:
-        self.target_port = target_port
+    def __init__(self, *target_ports: int, strip_websocket: bool = False) -> None:
+        # Several targets: a round-robin load balancer that skips a target it cannot reach.
+        self.targets = list(target_ports)
+        self._next = 0
         self.port = free_port()
         self.mode: Mode = "pass"
         self.delay_seconds = 0.0
@@ -38,9 +41,10 @@ class Proxy:
         return self
 
     def set(self, mode: Mode, delay_seconds: float = 0.0) -> None:
-        """Switch mode. `reset` and `blackhole` also cut the connections open now (as a dead link would)."""
-        self.mode, self.delay_seconds = mode, delay_seconds
-        if mode in ("reset", "blackhole"):
+        """Switch mode. `reset` aborts the open connections at once. Ending a blackhole aborts the connections
+        that lived through it, as TCP would once its retransmissions time out: their bytes were swallowed."""
+        previous, self.mode, self.delay_seconds = self.mode, mode, delay_seconds
+        if mode == "reset" or previous == "blackhole":
             self._loop.call_soon_threadsafe(self._cut_all)
 
     def stop(self) -> None:
@@ -68,11 +72,9 @@ class Proxy:
 
     def _cut_all(self) -> None:
         for writer in list(self._writers):
-            if self.mode == "reset" or self.mode == "pass":
-                with contextlib.suppress(Exception):
-                    writer.transport.abort()  # RST
-            else:
-                self._writers.discard(writer)  # blackhole: keep the socket, stop forwarding
+            with contextlib.suppress(Exception):
+                writer.transport.abort()  # RST
+        self._writers.clear()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self.mode == "reset":
@@ -81,9 +83,15 @@ class Proxy:
         if self.mode == "blackhole":
             self._writers.add(client_w)
             return  # accepted, then silence
-        try:
-            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
+        for _ in self.targets:
+            port = self.targets[self._next % len(self.targets)]
+            self._next += 1
+            try:
+                server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
             client_w.transport.abort()
             return
         if self.strip_websocket:
@@ -102,7 +110,7 @@ class Proxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
-                if self.mode == "blackhole" or writer not in self._writers:
+                if self.mode == "blackhole":
                     continue  # swallowed
                 if self.mode == "delay" and self.delay_seconds:
                     await asyncio.sleep(self.delay_seconds)

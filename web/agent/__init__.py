@@ -14,7 +14,7 @@ from desk.actions.messages import Inbound
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
 from desk.models import Conversation, Message, User, Visitor
-from desk.protocol import FrameError, validate_body, validate_client_id
+from desk.protocol import AGENT_CLIENT_PREFIX, FrameError, validate_body, validate_client_id
 from desk.queries import conversations as q
 
 bp = Blueprint("agent", __name__)
@@ -110,7 +110,7 @@ def reply(conversation_id: uuid.UUID) -> ResponseReturnValue:
     conv, _visitor, _ = _conversation(conversation_id)
     inbound = Inbound(
         visitor_id=conv.visitor_id,
-        client_id=f"agent:{client_id}",
+        client_id=AGENT_CLIENT_PREFIX + client_id,
         body=body,
         sender="agent",
         author_id=current_user.id,

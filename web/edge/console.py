@@ -30,6 +30,7 @@ from desk.models import Message, User
 from web.edge.hub import Hub
 
 QUEUE_LIMIT = 1000
+RESYNC = {"kind": "resync"}
 CATCH_UP_LIMIT = 1000
 
 
@@ -89,6 +90,12 @@ async def console_stream(request: Request) -> Response:
         except asyncio.QueueFull:
             overflow.set()  # too slow: end the stream; the browser reconnects and catches up
 
+    class Resync:
+        def resync(self) -> None:  # NATS reconnected: events may be lost, so re-read PostgreSQL
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(RESYNC)
+
+    resync = Resync()
     try:
         subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
     except BusUnavailable:
@@ -110,6 +117,7 @@ async def console_stream(request: Request) -> Response:
             yield {"event": "message", "id": str(after), "data": render_message(flask_app, message)}
 
     async def events() -> AsyncIterator[dict[str, Any]]:
+        hub.sockets.add(resync)
         try:
             yield {"event": "inbox", "data": ""}
             async for event in thread_events(None):
@@ -119,9 +127,11 @@ async def console_stream(request: Request) -> Response:
                 while not queue.empty():  # coalesce a burst into one inbox refresh
                     batch.append(queue.get_nowait())
                 yield {"event": "inbox", "data": ""}
-                async for event in thread_events([i["message"] for i in batch if i.get("kind") == "message"]):
+                live = None if RESYNC in batch else [i["message"] for i in batch if i.get("kind") == "message"]
+                async for event in thread_events(live):
                     yield event
         finally:
+            hub.sockets.discard(resync)
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 

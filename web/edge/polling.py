@@ -60,7 +60,9 @@ async def poll(request: Request) -> Response:
     stored_event = asyncio.Event()
     link.on_message = lambda _stored: stored_event.set()
     try:
-        frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), await link.last_seq())]
+        current = await link.last_seq()
+        last_seq = min(last_seq, current)  # as hello does: a client ahead of the thread gets all of it
+        frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), current)]
         messages = await link.after(last_seq)
         if not messages and request.query_params.get("wait") != "0":
             try:
@@ -89,17 +91,23 @@ async def send(request: Request) -> Response:
     if isinstance(link, Response):
         return link
     answers: list[dict[str, Any]] = []
+    failed: dict[str, Any] | None = None
     try:
         for raw in data["frames"]:
             try:
-                frame = protocol.parse_client_frame(json.dumps(raw), config.limits)
+                frame = protocol.parse_client_frame(json.dumps(raw, ensure_ascii=False), config.limits)
             except protocol.FrameError as exc:
-                answers.append(protocol.error(exc.code, exc.message))
+                answers.append(exc.frame())
                 continue
             if isinstance(frame, protocol.Ping):
                 answers.append(protocol.PONG)
             elif isinstance(frame, protocol.Send):
-                answers.append(await link.store(frame))
+                if failed is not None:  # keep send order: what follows a message to re-send is re-sent too
+                    answers.append(protocol.error(failed["code"], failed["message"], frame.client_id))
+                    continue
+                answer = await link.store(frame)
+                failed = answer if answer["type"] == "error" else None
+                answers.append(answer)
         return _reply(request, {"frames": answers})
     finally:
         await link.close()

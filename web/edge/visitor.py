@@ -71,7 +71,14 @@ class VisitorSocket:
 
     async def _send_outbox(self) -> None:
         while True:
-            await self.send(await self.link.store(await self.outbox.get()))
+            answer = await self.link.store(await self.outbox.get())
+            await self.send(answer)
+            if answer["type"] == "error":
+                # Whatever was queued behind a message that must be re-sent is re-sent after it, so that
+                # seq order stays send order: refuse it now rather than store it first.
+                while not self.outbox.empty():
+                    queued = self.outbox.get_nowait()
+                    await self.send(protocol.error(answer["code"], answer["message"], queued.client_id))
 
     async def _receive(self) -> None:
         silence = 2 * self.limits.heartbeat_seconds
@@ -90,7 +97,7 @@ class VisitorSocket:
             try:
                 frame = protocol.parse_client_frame(text, self.limits)
             except protocol.FrameError as exc:
-                await self.send(protocol.error(exc.code, exc.message))
+                await self.send(exc.frame())
                 continue
             if isinstance(frame, protocol.Ping):
                 await self.send(protocol.PONG)

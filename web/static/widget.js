@@ -24,7 +24,7 @@
 
   // shownSeq: the highest seq shown on this page; a new page asks for the whole thread again.
   var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
-                ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0 };
+                ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null };
 
   // -- UI --------------------------------------------------------------------------------------------------
   var host = document.createElement("div");
@@ -41,6 +41,7 @@
     ".list{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f5f6f8}" +
     ".m{max-width:80%;padding:7px 10px;border-radius:10px;background:#fff;white-space:pre-wrap;overflow-wrap:anywhere}" +
     ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.pending{opacity:.6}.m small{display:block;color:#6b7280;font-size:11px}" +
+    ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] small{color:#b42318}" +
     "form{display:flex;border-top:1px solid #e4e7ec}textarea{flex:1;border:0;padding:10px;resize:none;outline:none}" +
     "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:0 14px;cursor:pointer}" +
     "@media (max-width:480px){.panel{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}}" +
@@ -131,7 +132,16 @@
       send({ type: "pong" });
     } else if (frame.type === "error" && frame.client_id) {
       delete inflight[frame.client_id];
-      setTimeout(flushOutbox, 1000);
+      if (frame.retry) { setTimeout(flushOutbox, 1000); return; }
+      // Refused for good (too long, invalid): say so beside the message and stop re-sending it.
+      state.outbox = state.outbox.filter(function (m) { return m.client_id !== frame.client_id; });
+      save("outbox", state.outbox);
+      var failed = state.seen["c:" + frame.client_id];
+      if (failed) {
+        failed.classList.remove("pending");
+        failed.setAttribute("data-state", "failed");
+        failed.querySelector("small").textContent = "Not delivered: " + frame.message;
+      }
     }
   }
 
@@ -155,6 +165,11 @@
       if (!r.ok) throw new Error("session " + r.status);
       return r.json();
     }).then(function (s) {
+      if (s.visitor_id !== state.visitorId) {
+        // A new visitor (first visit, or an expired token): its thread starts empty.
+        if (state.visitorId) { list.textContent = ""; state.seen = {}; state.shownSeq = 0; showOutbox(); }
+        state.visitorId = s.visitor_id;
+      }
       state.token = s.visitor_token; save("token", s.visitor_token);
       root.querySelector(".head").textContent = s.site_name || "Chat with us";
       if (state.mode === "poll") { poll(true); return; }
@@ -209,8 +224,12 @@
       .then(function () { posting = false; postFrames(); });
   }
 
-  // Restore what is still waiting to be delivered, then connect.
-  state.outbox.forEach(function (m) { render({ client_id: m.client_id, sender: "visitor", body: m.body }, true); });
+  function showOutbox() {
+    state.outbox.forEach(function (m) { render({ client_id: m.client_id, sender: "visitor", body: m.body }, true); });
+  }
+
+  // Show what is still waiting to be delivered (even offline), then connect.
+  showOutbox();
   (document.body || document.documentElement).appendChild(host);
   connect();
   window.Deskbell = { open: function () { toggle(true); }, close: function () { toggle(false); }, toggle: toggle };

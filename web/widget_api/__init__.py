@@ -106,7 +106,11 @@ def widget_js() -> ResponseReturnValue:
 
 @bp.get("/demo")
 def demo() -> ResponseReturnValue:
-    """A page with the widget snippet, to chat with yourself: the first site, or the one `?site_key=` names."""
+    """A page with the widget snippet, to chat with yourself: the first site, or the one `?site_key=` names.
+    Development only: in production it would show a tenant's name to anyone."""
+    config: Settings = current_app.config["DESKBELL"]
+    if not config.development:
+        return _error(404, "not_found", "the demo page is served in development only")
     query = select(Site, Tenant).join(Tenant, Tenant.id == Site.tenant_id).order_by(Site.created_at).limit(1)
     if request.args.get("site_key"):
         query = query.where(Site.site_key == request.args["site_key"])

@@ -1,0 +1,226 @@
+"""Simulated visitors and agents that keep chatting through faults, and the checker that judges them.
+
+In the style of NATS's chaos tests: every client records what it sent, what was acked and what it received;
+`check()` compares those records with PostgreSQL once every client has reconnected and flushed its outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import websockets
+
+# A socket that has heard nothing (not even a ping) for this long is dead: reconnect.
+SILENCE_SECONDS = 5.0
+WINDOW = 8  # messages a visitor may have unacked at once
+
+
+@dataclass
+class VisitorView:
+    name: str
+    token: str | None = None
+    visitor_id: str | None = None
+    sent: list[str] = field(default_factory=list)  # client_ids, in send order
+    unacked: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    acks: dict[str, int] = field(default_factory=dict)
+    conversations: set[str] = field(default_factory=set)
+    received: list[int] = field(default_factory=list)  # seqs of message frames, across every connection
+    duplicate_acks: int = 0
+    connects: int = 0
+    ack_latency: list[float] = field(default_factory=list)
+    first_sent_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def last_seq(self) -> int:
+        return self.received[-1] if self.received else 0
+
+
+class Visitor:
+    def __init__(self, view: VisitorView, base_url: str, site_key: str, total: int, interval: float) -> None:
+        self.view, self.base_url, self.site_key = view, base_url, site_key
+        self.total, self.interval = total, interval
+        self.stop_sending = False
+
+    async def _session(self) -> str:
+        async with httpx.AsyncClient(timeout=5) as client:
+            response = await client.post(
+                f"{self.base_url}/api/v1/widget/session",
+                json={"site_key": self.site_key, "visitor_token": self.view.token},
+            )
+            response.raise_for_status()
+            data = response.json()
+        self.view.token, self.view.visitor_id = data["visitor_token"], data["visitor_id"]
+        return f"{data['ws_url']}?token={data['visitor_token']}"
+
+    def done(self) -> bool:
+        return (self.stop_sending or len(self.view.sent) >= self.total) and not self.view.unacked
+
+    async def run(self, deadline: float) -> None:
+        while not self.done() and time.monotonic() < deadline:
+            try:
+                await self._connection()
+            except (OSError, httpx.HTTPError, websockets.WebSocketException, TimeoutError):
+                await asyncio.sleep(random.uniform(0.2, 1.0))
+
+    async def _connection(self) -> None:
+        url = await self._session()
+        async with websockets.connect(url, open_timeout=5, close_timeout=1, ping_interval=None) as ws:
+            self.view.connects += 1
+            await ws.send(json.dumps({"type": "hello", "last_seq": self.view.last_seq}))
+            reader = asyncio.create_task(self._read(ws))
+            try:
+                for client_id, body in list(self.view.unacked.items()):  # the outbox, re-sent as it was
+                    await ws.send(json.dumps({"type": "message", "client_id": client_id, "body": body}))
+                while not self.done() and not reader.done():
+                    if not self.stop_sending and len(self.view.sent) < self.total and len(self.view.unacked) < WINDOW:
+                        client_id = f"{self.view.name}-{len(self.view.sent)}"
+                        body = f"message {len(self.view.sent)} from {self.view.name}"
+                        self.view.sent.append(client_id)
+                        self.view.unacked[client_id] = body
+                        self.view.first_sent_at[client_id] = time.monotonic()
+                        await ws.send(json.dumps({"type": "message", "client_id": client_id, "body": body}))
+                    await asyncio.sleep(self.interval)
+                if reader.done():
+                    reader.result()  # raise what ended it
+            finally:
+                reader.cancel()
+
+    async def _read(self, ws: Any) -> None:
+        view = self.view
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), SILENCE_SECONDS))
+            kind = frame["type"]
+            if kind == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+            elif kind == "message":
+                view.received.append(frame["seq"])
+            elif kind == "ack":
+                client_id = frame["client_id"]
+                if client_id in view.acks:
+                    view.duplicate_acks += view.acks[client_id] != frame["seq"]
+                else:
+                    view.ack_latency.append(time.monotonic() - view.first_sent_at[client_id])
+                view.acks[client_id] = frame["seq"]
+                view.conversations.add(frame["conversation_id"])
+                view.unacked.pop(client_id, None)
+            elif kind == "error" and frame.get("client_id") in view.unacked:
+                await asyncio.sleep(0.5)
+                client_id = frame["client_id"]
+                if client_id in view.unacked:
+                    await ws.send(
+                        json.dumps({"type": "message", "client_id": client_id, "body": view.unacked[client_id]})
+                    )
+
+
+@dataclass
+class AgentView:
+    email: str
+    sent: list[str] = field(default_factory=list)  # form client_ids, each retried until accepted
+    retries: int = 0
+
+
+class Agent:
+    """An agent answering in the console over HTTP; a failed POST is retried with the same client_id."""
+
+    def __init__(self, view: AgentView, password: str, base_url: str, visitors: list[VisitorView]) -> None:
+        self.view, self.password, self.base_url, self.visitors = view, password, base_url, visitors
+        self.stop = False
+
+    async def run(self, interval: float) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10, follow_redirects=True) as client:
+            while not self.stop:
+                try:
+                    page = await client.get("/login")
+                    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+                    await client.post(
+                        "/login", data={"email": self.view.email, "password": self.password, "csrf_token": token}
+                    )
+                    break
+                except (httpx.HTTPError, AttributeError):
+                    await asyncio.sleep(0.5)
+            n = 0
+            while not self.stop:
+                await asyncio.sleep(interval)
+                candidates = [c for v in self.visitors for c in v.conversations]
+                if not candidates:
+                    continue
+                conversation = random.choice(candidates)
+                client_id = f"{self.view.email.split('@')[0]}-{n}"
+                n += 1
+                self.view.sent.append(client_id)
+                await self._reply(client, conversation, client_id, f"reply {client_id}")
+
+    async def _reply(self, client: httpx.AsyncClient, conversation: str, client_id: str, body: str) -> None:
+        token = None
+        while True:
+            try:
+                if token is None:
+                    page = await client.get(f"/console/c/{conversation}")
+                    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+                response = await client.post(
+                    f"/console/c/{conversation}/messages",
+                    data={"body": body, "client_id": client_id, "csrf_token": token},
+                )
+                if response.status_code == 200:
+                    return
+            except (httpx.HTTPError, AttributeError):
+                pass
+            self.view.retries += 1
+            await asyncio.sleep(0.5)
+
+
+def check(database_url: str, visitors: list[VisitorView], agents: list[AgentView]) -> dict[str, Any]:
+    """Every promise, judged from the clients' records and PostgreSQL. Returns figures; raises on a breach."""
+    problems: list[str] = []
+    with psycopg.connect(database_url) as conn:
+        for view in visitors:
+            rows = conn.execute(
+                "SELECT seq, client_id, sender FROM messages WHERE visitor_id = %s ORDER BY seq", (view.visitor_id,)
+            ).fetchall()
+            seqs = [r[0] for r in rows]
+            if seqs != list(range(1, len(seqs) + 1)):
+                problems.append(f"{view.name}: stored seqs have gaps: {seqs[:5]}…")
+            stored = [r[1] for r in rows if r[2] == "visitor"]
+            if sorted(stored) != sorted(view.sent):
+                missing = set(view.sent) - set(stored)
+                extra = [c for c in stored if stored.count(c) > 1] + sorted(set(stored) - set(view.sent))
+                problems.append(f"{view.name}: missing {sorted(missing)[:5]}, duplicated or unknown {extra[:5]}")
+            by_client = {r[1]: r[0] for r in rows}
+            for client_id, seq in view.acks.items():
+                if by_client.get(client_id) != seq:
+                    problems.append(
+                        f"{view.name}: acked {client_id} as seq {seq}, stored as {by_client.get(client_id)}"
+                    )
+            if set(view.acks) != set(view.sent):
+                problems.append(f"{view.name}: {len(set(view.sent) - set(view.acks))} messages never acked")
+            if view.received != seqs:
+                problems.append(
+                    f"{view.name}: received {len(view.received)} frames, not the thread 1..{len(seqs)} once in order"
+                )
+            if view.duplicate_acks:
+                problems.append(f"{view.name}: {view.duplicate_acks} acks disagreed about a seq")
+        agent_rows = conn.execute("SELECT client_id FROM messages WHERE sender = 'agent'").fetchall()
+        stored_agent = [r[0].removeprefix("agent:") for r in agent_rows]
+        for agent in agents:
+            for client_id in agent.sent:
+                if stored_agent.count(client_id) != 1:
+                    problems.append(f"agent reply {client_id} stored {stored_agent.count(client_id)} times")
+    assert not problems, "\n".join(problems[:40])
+    latencies = sorted(x for v in visitors for x in v.ack_latency)
+    return {
+        "visitor_messages": sum(len(v.sent) for v in visitors),
+        "agent_replies": sum(len(a.sent) for a in agents),
+        "reconnects": sum(v.connects - 1 for v in visitors),
+        "agent_retries": sum(a.retries for a in agents),
+        "ack_p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
+        "ack_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)]) if latencies else None,
+    }
