@@ -94,6 +94,18 @@ class Visitor:
             finally:
                 reader.cancel()
 
+    async def catch_up(self) -> None:
+        """Reconnect once more with hello(last_seq) and read to the thread's end: the client's final view."""
+        async with websockets.connect(await self._session()) as ws:
+            await ws.send(json.dumps({"type": "hello", "last_seq": self.view.last_seq}))
+            target = None
+            while target is None or self.view.last_seq < target:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if frame["type"] == "welcome":
+                    target = frame["last_seq"]
+                elif frame["type"] == "message":
+                    self.view.received.append(frame["seq"])
+
     async def _read(self, ws: Any) -> None:
         view = self.view
         while True:

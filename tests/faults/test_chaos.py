@@ -15,7 +15,6 @@ import time
 
 import nats
 import pytest
-import websockets
 
 from desk import subjects
 from tests.faults.chaos import Agent, AgentView, Visitor, VisitorView, check
@@ -85,22 +84,6 @@ async def _stream_drained(url: str, timeout: float) -> None:
         await nc.close()
 
 
-async def _catch_up(base_url: str, view: VisitorView) -> None:
-    """Reconnect once more with hello(last_seq) and read until the thread's end: the client's final view."""
-    visitor = Visitor(view, base_url, "", 0, 0)
-    visitor.site_key = view.site_key  # type: ignore[attr-defined]
-    url = await visitor._session()
-    async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"type": "hello", "last_seq": view.last_seq}))
-        target = None
-        while target is None or view.last_seq < target:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if frame["type"] == "welcome":
-                target = frame["last_seq"]
-            elif frame["type"] == "message":
-                view.received.append(frame["seq"])
-
-
 @pytest.mark.timeout(900)
 def test_no_message_is_lost_duplicated_or_out_of_order_while_every_part_fails(fault_stack: FaultStack) -> None:
     tenant = fault_stack.processes.bootstrap("ann", "bob")
@@ -111,8 +94,6 @@ def test_no_message_is_lost_duplicated_or_out_of_order_while_every_part_fails(fa
     async def main() -> None:
         deadline = time.monotonic() + 600
         visitors = [Visitor(v, fault_stack.base_url, tenant["site_key"], 10_000, INTERVAL) for v in views]
-        for v in views:
-            v.site_key = tenant["site_key"]  # type: ignore[attr-defined]
         agents = [
             Agent(view, login["password"], fault_stack.base_url, views)
             for view, login in zip(agent_views, tenant["agents"], strict=True)
@@ -134,7 +115,7 @@ def test_no_message_is_lost_duplicated_or_out_of_order_while_every_part_fails(fa
         await asyncio.wait_for(asyncio.gather(*agent_tasks), 120)
         await asyncio.wait_for(asyncio.gather(*visitor_tasks), 180)  # each flushes its outbox, then ends
         await _stream_drained(fault_stack.nats.url, 120)
-        await asyncio.gather(*(_catch_up(fault_stack.base_url, v) for v in views))
+        await asyncio.gather(*(v.catch_up() for v in visitors))
 
     asyncio.run(main())
     figures = check(fault_stack.database_url, views, agent_views)
