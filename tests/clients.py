@@ -109,3 +109,21 @@ class Agent:
             f"/console/c/{conversation_id}/messages",
             data={"body": body, "client_id": client_id, "csrf_token": self.csrf(page)},
         )
+
+
+class BackgroundLoop:
+    """An event loop on its own thread, for async clients in tests where Playwright owns the main thread's loop."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

@@ -127,3 +127,29 @@ def test_a_silent_socket_is_closed_after_two_heartbeats(stack: Stack) -> None:
         seen, code = asyncio.run(scenario(base_url))
     assert "ping" in seen
     assert code == 4408
+
+
+def test_a_reply_while_nats_is_down_says_so_and_keeps_the_draft(stack: Stack) -> None:
+    tenant = stack.bootstrap("hal")
+    login = tenant["agents"][0]
+
+    async def conversation() -> str:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "c1", "body": "anyone?"})
+        conversation_id = (await visitor.expect("ack"))["conversation_id"]
+        await visitor.close()
+        return conversation_id
+
+    conversation_id = asyncio.run(conversation())
+    with stack.another_web(NATS_URL=f"nats://127.0.0.1:{free_port()}") as base_url:
+        agent = Agent(base_url)
+        agent.login(login["email"], login["password"])
+        response = agent.reply(conversation_id, "My careful answer", client_id="draft-1")
+    assert response.status_code == 503
+    assert "Not sent: the message service is unavailable." in response.text
+    assert ">My careful answer</textarea>" in response.text
+    assert 'name="client_id" value="draft-1"' in response.text, "the retry must reuse the same client_id"
+    healthy = Agent(stack.base_url)
+    healthy.login(login["email"], login["password"])
+    assert healthy.thread(conversation_id) == ["anyone?"]
