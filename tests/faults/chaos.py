@@ -10,14 +10,20 @@ import asyncio
 import json
 import random
 import re
+import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import nats
 import psycopg
 import websockets
+
+from desk import subjects
+from tests.faults.stack import FaultStack
 
 # A socket that has heard nothing (not even a ping) for this long is dead: reconnect.
 SILENCE_SECONDS = 5.0
@@ -38,6 +44,8 @@ class VisitorView:
     connects: int = 0
     ack_latency: list[float] = field(default_factory=list)
     first_sent_at: dict[str, float] = field(default_factory=dict)
+    acked_at: dict[str, float] = field(default_factory=dict)
+    caught_up_at: list[float] = field(default_factory=list)  # each (re)connection: welcome's thread replayed
 
     @property
     def last_seq(self) -> int:
@@ -108,19 +116,26 @@ class Visitor:
 
     async def _read(self, ws: Any) -> None:
         view = self.view
+        target: int | None = None
         while True:
             frame = json.loads(await asyncio.wait_for(ws.recv(), SILENCE_SECONDS))
             kind = frame["type"]
-            if kind == "ping":
+            if kind == "welcome":
+                target = frame["last_seq"]
+            elif kind == "ping":
                 await ws.send(json.dumps({"type": "pong"}))
             elif kind == "message":
                 view.received.append(frame["seq"])
+            if target is not None and view.last_seq >= target:
+                view.caught_up_at.append(time.monotonic())
+                target = None
             elif kind == "ack":
                 client_id = frame["client_id"]
                 if client_id in view.acks:
                     view.duplicate_acks += view.acks[client_id] != frame["seq"]
                 else:
-                    view.ack_latency.append(time.monotonic() - view.first_sent_at[client_id])
+                    view.acked_at[client_id] = time.monotonic()
+                    view.ack_latency.append(view.acked_at[client_id] - view.first_sent_at[client_id])
                 view.acks[client_id] = frame["seq"]
                 view.conversations.add(frame["conversation_id"])
                 view.unacked.pop(client_id, None)
@@ -236,3 +251,107 @@ def check(database_url: str, visitors: list[VisitorView], agents: list[AgentView
         "ack_p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
         "ack_p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)]) if latencies else None,
     }
+
+
+# -- faults and a run that goes through them -------------------------------------------------------------------
+
+
+def faults(stack: FaultStack) -> dict[str, Callable[[], None]]:
+    """Every fault the suite injects, by name; each blocks until the part is back."""
+
+    def kill_restart(name: str) -> Callable[[], None]:
+        def act() -> None:
+            stack.kill(name)
+            time.sleep(3)
+            stack.start(name)
+
+        return act
+
+    def restart_nats() -> None:
+        stack.nats.stop(kill=True)
+        time.sleep(3)
+        stack.nats.start()
+
+    def restart_postgres() -> None:
+        stack.postgres.kill()
+        time.sleep(3)
+        stack.postgres.start()
+
+    def pause_worker() -> None:
+        stack.processes.send_signal("worker2", signal.SIGSTOP)
+        time.sleep(subjects.ACK_WAIT_SECONDS + 5)
+        stack.processes.send_signal("worker2", signal.SIGCONT)
+
+    def blackhole(name: str) -> Callable[[], None]:
+        def act() -> None:
+            stack.proxies[name].set("blackhole")
+            time.sleep(10)
+            stack.proxies[name].set("pass")
+
+        return act
+
+    actions = {
+        "kill -9 edge web1, restart after 3 s": kill_restart("web1"),
+        "kill -9 worker1, restart after 3 s": kill_restart("worker1"),
+        "kill -9 nats-server, restart after 3 s": restart_nats,
+        "kill -9 PostgreSQL, restart after 3 s": restart_postgres,
+        "SIGSTOP worker2 for ack wait + 5 s": pause_worker,
+    }
+    for hop in ("client_edge", "edge_nats", "worker_nats", "worker_pg"):
+        actions[f"blackhole {hop} for 10 s"] = blackhole(hop)
+    return actions
+
+
+async def stream_drained(url: str, timeout: float) -> None:
+    """Wait until every message published to DESK_IN is stored (a work queue keeps only unacked ones)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while (await js.stream_info(subjects.IN_STREAM)).state.messages:
+            assert time.monotonic() < deadline, "DESK_IN still has messages waiting to be stored"
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+
+
+async def chat_through_faults(
+    stack: FaultStack,
+    tenant: dict[str, Any],
+    visitors: int,
+    interval: float,
+    steps: list[tuple[str, float]],
+    min_messages: int,
+    log: list[str],
+) -> tuple[list[VisitorView], list[AgentView]]:
+    """Visitors and agents chat while `steps` (fault name, seconds to settle after it) run in order; then
+    everyone stops sending, flushes and catches up. Returns the records for check()."""
+    actions = faults(stack)
+    views = [VisitorView(f"v{i:03d}") for i in range(visitors)]
+    agent_views = [AgentView(a["email"]) for a in tenant["agents"]]
+    deadline = time.monotonic() + 3600
+    clients = [Visitor(v, stack.base_url, tenant["site_key"], 10**9, interval) for v in views]
+    agents = [
+        Agent(view, login["password"], stack.base_url, views)
+        for view, login in zip(agent_views, tenant["agents"], strict=True)
+    ]
+    visitor_tasks = [asyncio.create_task(c.run(deadline)) for c in clients]
+    agent_tasks = [asyncio.create_task(a.run(interval=1.0)) for a in agents]
+    began = time.monotonic()
+    for name, settle in steps:
+        started = time.monotonic()
+        await asyncio.to_thread(actions.get(name, lambda: None))
+        await asyncio.sleep(settle)
+        sent = sum(len(v.sent) for v in views)
+        log.append(f"{started - began:6.1f} s  {name}: {time.monotonic() - started:.1f} s, {sent} sent so far")
+    while sum(len(v.sent) for v in views) < min_messages:
+        await asyncio.sleep(1)
+    for c in clients:
+        c.stop_sending = True
+    for a in agents:
+        a.stop = True
+    await asyncio.wait_for(asyncio.gather(*agent_tasks), 120)
+    await asyncio.wait_for(asyncio.gather(*visitor_tasks), 300)  # each flushes its outbox, then ends
+    await stream_drained(stack.nats.url, 300)
+    await asyncio.gather(*(c.catch_up() for c in clients))
+    return views, agent_views
