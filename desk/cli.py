@@ -1,4 +1,4 @@
-"""The `deskbell` command: release, bootstrap, dev. docs/operations.md shows each in use."""
+"""The `deskbell` command: release, bootstrap, dead, dev. docs/operations.md shows each in use."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from desk import settings
 from desk.settings import ROOT
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+T = TypeVar("T")
 
 DEMO = {
     "slug": "demo",
@@ -111,6 +118,122 @@ def bootstrap(
         click.echo(f"Tenant {slug}: owner {result.owner_email} / {result.owner_password}; site key {result.site_key}")
     else:
         click.echo(f"Tenant {slug} already exists (site key {result.site_key}); passwords are shown only once.")
+
+
+PREVIEW_CHARS = 80
+NATS_CONNECT_SECONDS = 10.0
+
+
+@main.group()
+def dead() -> None:
+    """Dead letters: messages a worker gave up on, kept in the stream DESK_DEAD."""
+
+
+def _with_dead_letters(work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+    """Run `work(js)` against NATS_URL's JetStream, once DESK_DEAD is known to be there."""
+    import nats.js.errors
+
+    from desk import bus, subjects
+
+    url = settings.load().nats_url
+    if not url:
+        raise click.ClickException("NATS_URL must be set")
+
+    async def session() -> T:
+        try:
+            nc = await asyncio.wait_for(bus.connect(url, "deskbell-dead"), NATS_CONNECT_SECONDS)
+        except TimeoutError as exc:
+            raise click.ClickException(f"cannot reach NATS at {url}") from exc
+        try:
+            js = nc.jetstream()
+            try:
+                await js.stream_info(subjects.DEAD_STREAM)
+            except nats.js.errors.NotFoundError as exc:
+                raise click.ClickException(f"no stream {subjects.DEAD_STREAM}: run `deskbell release`") from exc
+            return await work(js)
+        finally:
+            await nc.close()
+
+    return asyncio.run(session())
+
+
+async def _dead_letters(js: JetStreamContext) -> list[dict[str, Any]]:
+    """Every dead letter, oldest first, as `deskbell dead list --json` prints it."""
+    import nats.js.errors
+
+    from desk import subjects
+
+    state = (await js.stream_info(subjects.DEAD_STREAM)).state
+    letters: list[dict[str, Any]] = []
+    seq = state.first_seq
+    while state.messages and seq <= state.last_seq:
+        try:
+            msg = await js.get_msg(subjects.DEAD_STREAM, seq=seq, subject=subjects.dead_letter(">"), next=True)
+        except nats.js.errors.NotFoundError:
+            break
+        headers = msg.headers or {}
+        letters.append(
+            {
+                "seq": msg.seq,
+                "subject": headers.get(subjects.DEAD_SUBJECT),
+                "stream": headers.get(subjects.DEAD_STREAM_NAME),
+                "consumer": headers.get(subjects.DEAD_CONSUMER),
+                "error": headers.get(subjects.DEAD_ERROR),
+                "deliveries": int(headers.get(subjects.DEAD_DELIVERIES, 0)),
+                "time": msg.time.isoformat() if msg.time else None,
+                "preview": (msg.data or b"")[: PREVIEW_CHARS * 4].decode(errors="replace")[:PREVIEW_CHARS],
+            }
+        )
+        seq = msg.seq + 1
+    return letters
+
+
+@dead.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the dead letters as one JSON array.")
+def dead_list(as_json: bool) -> None:
+    """Show the dead letters: where each came from, why it failed, and the start of its payload."""
+    letters = _with_dead_letters(_dead_letters)
+    if as_json:
+        click.echo(json.dumps(letters))
+        return
+    for letter in letters:
+        click.echo(f"{letter['seq']}  {letter['time']}  {letter['consumer']}  {letter['subject']}")
+        click.echo(f"    {letter['deliveries']} deliveries, {letter['error']}")
+        click.echo(f"    {letter['preview']!r}")
+    click.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@dead.command("replay")
+@click.argument("seqs", nargs=-1, type=click.IntRange(min=1))
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+def dead_replay(seqs: tuple[int, ...], replay_all: bool) -> None:
+    """Publish dead letters SEQS again to their original subjects, then delete them from DESK_DEAD."""
+    import uuid
+
+    import nats.js.errors
+
+    from desk import bus, subjects
+
+    if bool(seqs) == replay_all:
+        raise click.UsageError("give the dead letters' SEQ numbers, or --all")
+
+    async def replay(js: JetStreamContext) -> None:
+        wanted = [letter["seq"] for letter in await _dead_letters(js)] if replay_all else list(seqs)
+        for seq in wanted:
+            try:
+                msg = await js.get_msg(subjects.DEAD_STREAM, seq=seq)
+            except nats.js.errors.NotFoundError as exc:
+                raise click.ClickException(f"no dead letter {seq}") from exc
+            own = ("Nats-", subjects.DEAD_HEADER_PREFIX)
+            headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith(own)}
+            # A fresh id, or JetStream drops a replay within its duplicate window as the message it already has.
+            headers["Nats-Msg-Id"] = f"replay:{uuid.uuid4()}"
+            subject = msg.headers[subjects.DEAD_SUBJECT]
+            await js.publish(subject, msg.data or b"", headers=headers, timeout=bus.PUBLISH_TIMEOUT)
+            await js.delete_msg(subjects.DEAD_STREAM, seq)
+            click.echo(f"{seq}: replayed to {subject}")
+
+    _with_dead_letters(replay)
 
 
 @main.command()

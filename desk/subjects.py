@@ -2,7 +2,8 @@
 
 JetStream carries the work that must not be lost (`desk.in.*` messages to store, `desk.jobs.*` to route);
 plain NATS carries the events that tell sockets what was stored (`desk.ev.*`): a socket that misses one
-catches up from PostgreSQL, which is the log.
+catches up from PostgreSQL, which is the log. What a worker gives up on is kept in `desk.dead.*` for an admin
+(docs/architecture.md, "When a message fails").
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from nats.js.errors import BadRequestError
 
 IN_STREAM = "DESK_IN"
 JOBS_STREAM = "DESK_JOBS"
+DEAD_STREAM = "DESK_DEAD"
 STORE_CONSUMER = "store"
 ROUTE_CONSUMER = "router"
 
 # How long a worker may hold a message before JetStream gives it to another: short, so a dead worker's
 # messages are retried within seconds. Long batches call in_progress().
 ACK_WAIT_SECONDS = 10.0
+# A message that fails on its own this many deliveries is moved to DESK_DEAD (workers/base.py). MAX_DELIVER,
+# JetStream's own limit, stays larger: failures of the database or NATS are retried with backoff up to it.
+DEAD_AFTER = 5
 MAX_DELIVER = 20
 DUPLICATE_WINDOW_SECONDS = 120.0
 
@@ -47,6 +52,21 @@ def inbound_msg_id(visitor_id: uuid.UUID | str, client_id: str) -> str:
 
 def route_job(tenant_id: uuid.UUID | str) -> str:
     return f"desk.jobs.route.{_token(tenant_id)}"
+
+
+def dead_letter(durable: str) -> str:
+    """A message the consumer `durable` gave up on, kept in DESK_DEAD with the DEAD_* headers below."""
+    return f"desk.dead.{durable}"
+
+
+# The headers of a dead letter: where it came from and why it died. `deskbell dead replay` strips every
+# header with this prefix and publishes the rest again.
+DEAD_HEADER_PREFIX = "Deskbell-Dead-"
+DEAD_SUBJECT = DEAD_HEADER_PREFIX + "Subject"
+DEAD_STREAM_NAME = DEAD_HEADER_PREFIX + "Stream"
+DEAD_CONSUMER = DEAD_HEADER_PREFIX + "Consumer"
+DEAD_ERROR = DEAD_HEADER_PREFIX + "Error"
+DEAD_DELIVERIES = DEAD_HEADER_PREFIX + "Deliveries"
 
 
 def visitor_events(tenant_id: uuid.UUID | str, visitor_id: uuid.UUID | str) -> str:
@@ -72,6 +92,14 @@ STREAMS = [
         name=JOBS_STREAM,
         subjects=["desk.jobs.>"],
         retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+    # Kept until an admin replays them (`deskbell dead`); no consumer reads it.
+    StreamConfig(
+        name=DEAD_STREAM,
+        subjects=[dead_letter(">")],
+        retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     ),

@@ -1,7 +1,8 @@
 """The store worker: persists messages from DESK_IN, then publishes them as events and routing jobs.
 
 docs/architecture.md, steps 4-5. Idempotent: a redelivered message is found by (visitor, client_id) and its
-events are published again, so a crash between commit and publish loses nothing.
+events are published again, so a crash between commit and publish loses nothing, and a replayed dead letter
+is stored once.
 """
 
 from __future__ import annotations
@@ -37,10 +38,8 @@ def _tenant_of(msg: Msg) -> uuid.UUID:
 async def handle(nc: Client, msgs: list[Msg]) -> None:
     by_tenant: dict[uuid.UUID, list[Inbound]] = defaultdict(list)
     for msg in msgs:
-        try:
-            by_tenant[_tenant_of(msg)].append(Inbound.from_payload(json.loads(msg.data)))
-        except (ValueError, KeyError, IndexError) as exc:
-            log.error("dropping malformed message on %s: %s", msg.subject, exc)
+        # A malformed message raises: workers/base.py retries it alone and then keeps it as a dead letter.
+        by_tenant[_tenant_of(msg)].append(Inbound.from_payload(json.loads(msg.data)))
     js = nc.jetstream()
     for tenant_id, batch in by_tenant.items():
         results = await asyncio.to_thread(_store, tenant_id, batch)
