@@ -191,60 +191,49 @@ def test_a_batch_slower_than_ack_wait_stays_with_its_worker(nats_server: NatsSer
     assert seen == [(b"job", 1)]
 
 
-def test_a_database_outage_is_retried_past_dead_after_and_dead_lettered_only_at_max_deliver(
+def test_a_database_outage_holds_the_batch_and_spends_no_delivery(
     nats_server: NatsServer, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "RETRY_SECONDS", 0.05)  # backoff 0.05 s, 0.1 s, 0.2 s, …
+    """Longer than ack_wait and than DEAD_AFTER retries: the message is stored on its first delivery."""
+    monkeypatch.setattr(base, "OUTAGE_RETRY_SECONDS", (0.05, 0.2))
     away = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/deskbell", poolclass=NullPool)
-    handled: list[tuple[str, int]] = []
+    attempts: list[int] = []
+    handled: list[tuple[bytes, int]] = []
+    back_at = time.monotonic() + 3.0  # the database answers again after 3 s (ack_wait is 1 s)
 
     def select_one(db: Engine) -> None:
         with db.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     async def needs_the_database(nc: Client, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            delivered = msg.metadata.num_delivered
-            back = msg.subject == "outage.brief" and delivered > subjects.DEAD_AFTER
-            await asyncio.to_thread(select_one, engine(database_url) if back else away)
-            handled.append((msg.subject, delivered))
+        attempts.append(len(msgs))
+        await asyncio.to_thread(select_one, engine(database_url) if time.monotonic() > back_at else away)
+        handled.extend((msg.data, msg.metadata.num_delivered) for msg in msgs)
 
-    async def scenario() -> bytes:
+    async def scenario() -> tuple[int, int, int]:
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         await subjects.ensure_streams(js)
         await js.add_stream(StreamConfig(name="OUTAGE", subjects=["outage.>"], retention=RetentionPolicy.WORK_QUEUE))
-        for durable, max_deliver in (("brief", subjects.DEAD_AFTER + 2), ("long", 3)):
-            config = ConsumerConfig(
-                durable_name=durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                filter_subject=f"outage.{durable}",
-                max_deliver=max_deliver,
-            )
-            await js.add_consumer("OUTAGE", config)
-            await js.publish(f"outage.{durable}", durable.encode())
+        config = ConsumerConfig(durable_name="held", ack_policy=AckPolicy.EXPLICIT, ack_wait=1.0, max_deliver=3)
+        await js.add_consumer("OUTAGE", config)
+        await js.publish("outage.job", b"job")
         stop = asyncio.Event()
-        workers = [
-            asyncio.create_task(base.consume(nc, "OUTAGE", durable, needs_the_database, stop))
-            for durable in ("brief", "long")
-        ]
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                dead = await js.get_last_msg(subjects.DEAD_STREAM, subjects.dead_letter("long"))
-            except nats.js.errors.NotFoundError:
-                await asyncio.sleep(0.2)
-                continue
-            if handled:
-                break
+        workers = [asyncio.create_task(base.consume(nc, "OUTAGE", "held", needs_the_database, stop)) for _ in range(2)]
+        while not handled and time.monotonic() < back_at + 10:
+            await asyncio.sleep(0.1)
         stop.set()
         await asyncio.gather(*workers)
-        with pytest.raises(nats.js.errors.NotFoundError):
-            await js.get_last_msg(subjects.DEAD_STREAM, subjects.dead_letter("brief"))
+        info = await js.consumer_info("OUTAGE", "held")
+        try:
+            await js.get_last_msg(subjects.DEAD_STREAM, subjects.dead_letter("held"))
+            dead = 1
+        except nats.js.errors.NotFoundError:
+            dead = 0
         await nc.close()
-        assert dead.headers[subjects.DEAD_DELIVERIES] == "3"
-        assert dead.headers[subjects.DEAD_ERROR].startswith("OperationalError: ")
-        return dead.data
+        return info.num_redelivered, info.num_ack_pending + info.num_pending, dead
 
-    assert asyncio.run(scenario()) == b"long"
-    assert handled == [("outage.brief", subjects.DEAD_AFTER + 1)]
+    redelivered, left, dead = asyncio.run(scenario())
+    assert handled == [(b"job", 1)]
+    assert len(attempts) > subjects.DEAD_AFTER, "the outage outlasted DEAD_AFTER retries"
+    assert (redelivered, left, dead) == (0, 0, 0)

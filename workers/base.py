@@ -31,8 +31,9 @@ Handler = Callable[[Client, list[Msg]], Awaitable[None]]
 BATCH = 200
 FETCH_WAIT_SECONDS = 2.0
 RETRY_SECONDS = 1.0
-# Failures of the database or of NATS, not of a message: retried with backoff, up to the consumer's
-# max_deliver, and never counted towards DEAD_AFTER.
+# Failures of the database or of NATS, not of a message. The worker holds its batch (kept in progress) and
+# retries it until they are back: nothing is nak'd, so an outage spends no deliveries, dead-letters nothing,
+# and the backlog is taken at full speed the moment the database answers again.
 OUTAGES = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -41,12 +42,12 @@ OUTAGES = (
     OSError,
     TimeoutError,
 )
-OUTAGE_BACKOFF_MAX_SECONDS = 15.0
+OUTAGE_RETRY_SECONDS = (0.25, 2.0)  # first and longest wait between retries of a held batch
 ERROR_HEADER_CHARS = 500
 
 
 async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop: asyncio.Event) -> None:
-    """Pull batches from a durable consumer until `stop` is set; a failed batch is retried by redelivery."""
+    """Pull batches from a durable consumer until `stop` is set, settling every message of each."""
     js = nc.jetstream()
     sub = await js.pull_subscribe_bind(durable, stream)
     config = (await sub.consumer_info()).config
@@ -64,13 +65,15 @@ async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop:
         # A slow batch is still ours: say so before ack_wait runs out, or JetStream gives it to another worker.
         keep_alive = asyncio.create_task(_in_progress(msgs, progress_every))
         try:
-            outage = await batch.process(msgs)
+            await batch.process(msgs)
         finally:
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
-        if outage:
-            await asyncio.sleep(RETRY_SECONDS)
+
+
+class _Stopped(Exception):
+    """The worker is stopping in the middle of an outage: its held messages were handed back."""
 
 
 class _Batch:
@@ -78,60 +81,64 @@ class _Batch:
 
     def __init__(self, nc: Client, durable: str, handler: Handler, stop: asyncio.Event, max_deliver: int) -> None:
         self.nc, self.js, self.durable, self.handler, self.stop = nc, nc.jetstream(), durable, handler, stop
-        self.max_deliver = max_deliver  # -1: unlimited
         self.dead_after = subjects.DEAD_AFTER if max_deliver < 0 else min(subjects.DEAD_AFTER, max_deliver)
 
-    async def process(self, msgs: list[Msg]) -> bool:
-        """True when the database or NATS failed (the caller pauses before the next fetch)."""
+    async def process(self, msgs: list[Msg]) -> None:
         try:
-            await self.handler(self.nc, msgs)
-        except OUTAGES as exc:
-            log.warning("%s: batch of %d failed (%s: %s); retrying later", self.durable, len(msgs), _name(exc), exc)
-            for msg in msgs:
-                await self.retry_or_bury(msg, exc)
-            return True
-        except Exception as exc:
+            error = await self._attempt(msgs)
+            if error is None:
+                for msg in msgs:
+                    await _quietly(msg.ack())
+                return
             if len(msgs) == 1:
-                log.exception("%s: message on %s failed", self.durable, msgs[0].subject)
-                await self.retry_or_bury(msgs[0], exc)
-                return False
-            log.warning("%s: batch of %d failed (%s); retrying one at a time", self.durable, len(msgs), _name(exc))
-        else:
-            for msg in msgs:
-                await _quietly(msg.ack())
-            return False
-        for i, msg in enumerate(msgs):
-            if self.stop.is_set():  # shutting down: let another worker have the rest now
-                for rest in msgs[i:]:
-                    await _quietly(rest.nak())
-                return False
+                await self.retry_or_bury(msgs[0], error)
+                return
+            log.warning("%s: batch of %d failed (%s); retrying one at a time", self.durable, len(msgs), _name(error))
+            for i, msg in enumerate(msgs):
+                if self.stop.is_set():  # shutting down: let another worker have the rest now
+                    for rest in msgs[i:]:
+                        await _quietly(rest.nak())
+                    return
+                error = await self._attempt([msg])
+                if error is None:
+                    await _quietly(msg.ack())
+                else:
+                    await self.retry_or_bury(msg, error)
+        except _Stopped:
+            return
+
+    async def _attempt(self, msgs: list[Msg]) -> Exception | None:
+        """Run the handler, holding the messages through outages; the message's own failure is returned."""
+        wait, longest = OUTAGE_RETRY_SECONDS
+        while True:
             try:
-                await self.handler(self.nc, [msg])
+                await self.handler(self.nc, msgs)
+                return None
             except OUTAGES as exc:
-                log.warning("%s: %s failed (%s: %s); retrying later", self.durable, msg.subject, _name(exc), exc)
-                for rest in msgs[i:]:
-                    await self.retry_or_bury(rest, exc)
-                return True
+                if self.stop.is_set():
+                    for msg in msgs:
+                        await _quietly(msg.nak())
+                    raise _Stopped from exc
+                log.warning(
+                    "%s: %s: %s; holding %d messages, retrying in %.2f s",
+                    self.durable, _name(exc), exc, len(msgs), wait,
+                )  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), wait)
+                wait = min(wait * 2, longest)
             except Exception as exc:
-                log.exception("%s: message on %s failed on its own", self.durable, msg.subject)
-                await self.retry_or_bury(msg, exc)
-            else:
-                await _quietly(msg.ack())
-        return False
+                log.exception("%s: %d message(s) from %s failed", self.durable, len(msgs), msgs[0].subject)
+                return exc
 
     async def retry_or_bury(self, msg: Msg, exc: Exception) -> None:
-        """Nak `msg` for a retry or, when this delivery was its last chance, move it to DESK_DEAD."""
-        outage = isinstance(exc, OUTAGES)
-        delivered = msg.metadata.num_delivered
-        last_chance = self.max_deliver if outage else self.dead_after
-        if 0 < last_chance <= delivered:
+        """Nak a failed message for a retry or, at its DEAD_AFTER-th delivery, move it to DESK_DEAD."""
+        if msg.metadata.num_delivered >= self.dead_after:
             try:
                 await _bury(self.js, self.durable, msg, exc)
                 return
             except Exception as bury_exc:  # it stays on its consumer and comes back
                 log.warning("%s: could not dead-letter %s: %s", self.durable, msg.subject, bury_exc)
-        delay = min(RETRY_SECONDS * 2 ** (delivered - 1), OUTAGE_BACKOFF_MAX_SECONDS) if outage else RETRY_SECONDS
-        await _quietly(msg.nak(delay=delay))
+        await _quietly(msg.nak(delay=RETRY_SECONDS))
 
 
 async def _bury(js: JetStreamContext, durable: str, msg: Msg, exc: Exception) -> None:
