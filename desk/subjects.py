@@ -28,9 +28,9 @@ ROUTE_CONSUMER = "router"
 
 # How long a worker may hold a message before JetStream gives it to another: short, so a dead worker's
 # messages are retried within seconds. Long batches call in_progress().
-ACK_WAIT_SECONDS = 10.0
+ACK_WAIT_SECONDS = 5.0
 # A message that fails on its own this many deliveries is moved to DESK_DEAD (workers/base.py). MAX_DELIVER,
-# JetStream's own limit, stays larger: failures of the database or NATS are retried with backoff up to it.
+# JetStream's own limit, stays larger; only a message that kills its worker every time reaches it.
 DEAD_AFTER = 5
 MAX_DELIVER = 20
 DUPLICATE_WINDOW_SECONDS = 120.0

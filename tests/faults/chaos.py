@@ -7,6 +7,7 @@ In the style of NATS's chaos tests: every client records what it sent, what was 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -101,6 +102,8 @@ class Visitor:
                     reader.result()  # raise what ended it
             finally:
                 reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
 
     async def catch_up(self) -> None:
         """Reconnect once more with hello(last_seq) and read to the thread's end: the client's final view."""
