@@ -7,6 +7,7 @@ see the same test database and NATS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -100,14 +101,22 @@ class Stack:
         os.killpg(self.processes[name].pid, sig)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group and wait until all of it is gone (the shell exits before Python does)."""
         process = self.processes.pop(name)
-        if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
             try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            process.poll()  # reap the shell, so only the group's other members keep it alive
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        process.wait(5)
 
     def bootstrap(self, *agents: str, origins: tuple[str, ...] = ()) -> dict[str, object]:
         """A new tenant via `deskbell bootstrap --json`, as a scripted install would make it."""
