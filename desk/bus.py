@@ -7,14 +7,13 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.js.api import PubAck
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PUBLISH_TIMEOUT = 5.0
 

@@ -69,11 +69,13 @@ def _scope_to_tenant(state: ORMExecuteState) -> None:
 @event.listens_for(Session, "before_flush")
 def _stamp_tenant(session: Session, _ctx: object, _instances: object) -> None:
     tenant_id = session.info.get("tenant_id")
-    if tenant_id is None:
+    if tenant_id is None and session.info.get("system"):
         return
     for obj in list(session.new) + list(session.dirty):
         if not isinstance(obj, TenantScoped):
             continue
+        if tenant_id is None:
+            raise TenantError("tenant rows written in a session with no tenant; use tenant_session()")
         if obj.tenant_id is None:
             obj.tenant_id = tenant_id
         elif obj.tenant_id != tenant_id:

@@ -62,11 +62,22 @@ def validate_client_id(value: Any, limits: Limits) -> str:
     return value
 
 
+def storable(text: str) -> bool:
+    """Can PostgreSQL keep this text? Not with a NUL, nor with a lone surrogate (JSON allows "\\ud800")."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_body(value: Any, limits: Limits) -> str:
     if not isinstance(value, str) or not value.strip():
         raise FrameError("invalid_body", "body must be a non-empty string")
-    if "\x00" in value:  # PostgreSQL text cannot hold NUL
-        raise FrameError("invalid_body", "body must not contain NUL characters")
+    if not storable(value):
+        raise FrameError("invalid_body", "body must be valid Unicode text without NUL characters")
     if len(value) > limits.message_chars:
         raise FrameError("message_too_long", f"body must be at most {limits.message_chars} characters")
     return value
@@ -85,7 +96,7 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> Send:
 
 def parse_client_frame(text: str | bytes, limits: Limits) -> ClientFrame:
     """Parse one frame from a visitor; raises FrameError with a code the client can act on."""
-    size = len(text.encode()) if isinstance(text, str) else len(text)
+    size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
     if size > limits.frame_bytes:
         raise FrameError("frame_too_large", f"frames must be at most {limits.frame_bytes} bytes")
     try:
@@ -134,7 +145,7 @@ def message(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 # Errors about a message that the client should send again, unchanged, later; any other error is final.
-RETRY_CODES = frozenset({"unavailable", "not_stored_yet", "outbox_full"})
+RETRY_CODES = frozenset({"unavailable", "not_stored_yet"})
 
 
 def error(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:

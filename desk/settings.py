@@ -33,7 +33,7 @@ class Limits:
     heartbeat_seconds: int = 20
     visitor_token_days: int = 30
     ack_timeout_seconds: int = 15
-    # Messages a socket may have sent and not yet had acked; more get an `outbox_full` error to retry.
+    # Messages a socket may have sent and not yet had acked; one more and the socket is closed (4429).
     pending_messages: int = 500
     # How long a long-poll waits for a new message before answering with none.
     poll_seconds: int = 25

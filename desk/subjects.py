@@ -36,22 +36,18 @@ MAX_DELIVER = 20
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
-def _token(value: uuid.UUID | str) -> str:
-    return str(value)
-
-
 def inbound(tenant_id: uuid.UUID | str, visitor_id: uuid.UUID | str) -> str:
     """A message (visitor's or agent's) for a visitor thread, waiting to be stored."""
-    return f"desk.in.{_token(tenant_id)}.{_token(visitor_id)}"
+    return f"desk.in.{str(tenant_id)}.{str(visitor_id)}"
 
 
 def inbound_msg_id(visitor_id: uuid.UUID | str, client_id: str) -> str:
     """JetStream's de-duplication id; PostgreSQL's unique key is the lasting guard."""
-    return f"{_token(visitor_id)}:{client_id}"
+    return f"{str(visitor_id)}:{client_id}"
 
 
 def route_job(tenant_id: uuid.UUID | str) -> str:
-    return f"desk.jobs.route.{_token(tenant_id)}"
+    return f"desk.jobs.route.{str(tenant_id)}"
 
 
 def dead_letter(durable: str) -> str:
@@ -71,12 +67,12 @@ DEAD_DELIVERIES = DEAD_HEADER_PREFIX + "Deliveries"
 
 def visitor_events(tenant_id: uuid.UUID | str, visitor_id: uuid.UUID | str) -> str:
     """Stored messages of one visitor thread, for that visitor's sockets."""
-    return f"desk.ev.{_token(tenant_id)}.visitor.{_token(visitor_id)}"
+    return f"desk.ev.{str(tenant_id)}.visitor.{str(visitor_id)}"
 
 
 def agent_events(tenant_id: uuid.UUID | str) -> str:
     """Everything the consoles of a tenant show live: messages, new and changed conversations."""
-    return f"desk.ev.{_token(tenant_id)}.agents"
+    return f"desk.ev.{str(tenant_id)}.agents"
 
 
 STREAMS = [

@@ -153,6 +153,18 @@ def test_a_site_with_allowed_origins_refuses_other_origins(stack: Stack) -> None
     assert session(stack.base_url, site_key).status_code == 200
 
 
+def test_a_page_title_that_cannot_be_stored_is_left_out_not_refused(stack: Stack) -> None:
+    tenant = stack.bootstrap()
+    response = httpx.post(
+        f"{stack.base_url}/api/v1/widget/session",
+        # JSON escapes that Python's json.dumps would not write: a NUL and a lone surrogate
+        content=('{"site_key": "' + tenant["site_key"] + '", "page": {"title": "bad \\u0000 \\ud800"}}'),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert response.json()["visitor_token"]
+
+
 def test_health_reports_database_nats_and_version(stack: Stack) -> None:
     health = httpx.get(stack.base_url + "/healthz").json()
     assert health == {"status": "ok", "database": "ok", "nats": "ok", "version": health["version"]}

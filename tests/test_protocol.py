@@ -125,3 +125,9 @@ def test_errors_that_mean_send_again_say_so() -> None:
 
     assert error("unavailable", "later", "c1")["retry"] is True
     assert error("invalid_json", "bad")["retry"] is False
+
+
+def test_a_lone_surrogate_is_refused_as_text_postgresql_cannot_store() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame('{"type": "message", "client_id": "c1", "body": "a\\ud800b"}', LIMITS)
+    assert (refused.value.code, refused.value.client_id) == ("invalid_body", "c1")

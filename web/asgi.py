@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from asgiref.sync import sync_to_async
@@ -25,10 +26,18 @@ from web.edge.visitor import visitor_endpoint
 log = logging.getLogger(__name__)
 
 
+# asgiref runs every WSGI request on one shared thread (thread_sensitive=True). Flask is thread-safe, so its
+# requests run side by side on threads of their own, apart from the event loop's default executor that the
+# edge's sockets use for PostgreSQL: a slow page never delays a visitor's ack.
+FLASK_THREADS = 16
+
+
 class _ThreadedInstance(WsgiToAsgiInstance):
-    # asgiref runs every WSGI request on one shared thread (thread_sensitive=True); Flask is thread-safe,
-    # so let requests run side by side in the executor instead of queueing behind each other.
-    run_wsgi_app = sync_to_async(WsgiToAsgiInstance.__dict__["run_wsgi_app"].func, thread_sensitive=False)
+    run_wsgi_app = sync_to_async(
+        WsgiToAsgiInstance.__dict__["run_wsgi_app"].func,
+        thread_sensitive=False,
+        executor=ThreadPoolExecutor(FLASK_THREADS, thread_name_prefix="flask"),
+    )
 
 
 class ThreadedWsgiToAsgi(WsgiToAsgi):

@@ -32,3 +32,18 @@ def thread_after(visitor_id: uuid.UUID, after_seq: int, limit: int = 500) -> Sel
 
 def message_by_client_id(visitor_id: uuid.UUID, client_id: str) -> Select[tuple[Message]]:
     return select(Message).where(Message.visitor_id == visitor_id, Message.client_id == client_id)
+
+
+def conversation_thread(conversation_id: uuid.UUID, after_seq: int = 0, limit: int = 1000) -> Select[tuple[Message]]:
+    """A conversation's messages with seq > after_seq, in order (the console's thread and its catch-up)."""
+    return (
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.seq > after_seq)
+        .order_by(Message.seq)
+        .limit(limit)
+    )
+
+
+def conversation_latest(conversation_id: uuid.UUID, limit: int = 1000) -> Select[tuple[Message]]:
+    """A conversation's newest `limit` messages, newest first (the page reverses them)."""
+    return select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq.desc()).limit(limit)

@@ -208,6 +208,11 @@ class Agent:
             await asyncio.sleep(0.5)
 
 
+def _first_difference(a: list[str], b: list[str]) -> str:
+    i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"position {i}: {a[i : i + 3]} where {b[i : i + 3]} was sent"
+
+
 def check(database_url: str, visitors: list[VisitorView], agents: list[AgentView]) -> dict[str, Any]:
     """Every promise, judged from the clients' records and PostgreSQL. Returns figures; raises on a breach."""
     problems: list[str] = []
@@ -224,6 +229,8 @@ def check(database_url: str, visitors: list[VisitorView], agents: list[AgentView
                 missing = set(view.sent) - set(stored)
                 extra = [c for c in stored if stored.count(c) > 1] + sorted(set(stored) - set(view.sent))
                 problems.append(f"{view.name}: missing {sorted(missing)[:5]}, duplicated or unknown {extra[:5]}")
+            elif stored != view.sent:
+                problems.append(f"{view.name}: stored out of send order from {_first_difference(stored, view.sent)}")
             by_client = {r[1]: r[0] for r in rows}
             for client_id, seq in view.acks.items():
                 if by_client.get(client_id) != seq:

@@ -39,8 +39,9 @@ def test_a_faithful_record_passes(database_url: str, tenant: uuid.UUID) -> None:
         (lambda v: v.received.append(v.received[-1]), "not the thread"),
         (lambda v: v.received.pop(1), "not the thread"),
         (lambda v: v.acks.update({"c0": 2}), "acked c0 as seq 2"),
+        (lambda v: v.sent.reverse(), "out of send order"),
     ],
-    ids=["lost message", "duplicate delivery", "gap in delivery", "wrong ack"],
+    ids=["lost message", "duplicate delivery", "gap in delivery", "wrong ack", "reordered"],
 )
 def test_each_broken_promise_is_caught(database_url: str, tenant: uuid.UUID, breach, complaint: str) -> None:  # type: ignore[no-untyped-def]
     view = _stored_view(tenant, 3)

@@ -7,7 +7,6 @@ import uuid
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
-from sqlalchemy import select
 
 from desk import subjects
 from desk.actions.messages import Inbound
@@ -18,8 +17,6 @@ from desk.protocol import AGENT_CLIENT_PREFIX, FrameError, validate_body, valida
 from desk.queries import conversations as q
 
 bp = Blueprint("agent", __name__)
-
-THREAD_LIMIT = 1000
 
 
 @bp.before_request
@@ -39,14 +36,7 @@ def _conversation(conversation_id: uuid.UUID) -> tuple[Conversation, Visitor, li
         if conversation is None:
             abort(404, "No such conversation.")
         visitor = session.get(Visitor, conversation.visitor_id)
-        messages = list(
-            session.scalars(
-                select(Message)
-                .where(Message.conversation_id == conversation.id)
-                .order_by(Message.seq.desc())
-                .limit(THREAD_LIMIT)
-            )
-        )
+        messages = list(session.scalars(q.conversation_latest(conversation.id)))
     return conversation, visitor, messages[::-1]
 
 

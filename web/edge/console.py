@@ -17,7 +17,6 @@ from typing import Any
 
 from flask import Flask, render_template
 from nats.aio.msg import Msg
-from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,12 +25,13 @@ from desk import subjects
 from desk.actions.messages import as_event
 from desk.bus import BusUnavailable
 from desk.db import system_session, tenant_session
-from desk.models import Message, User
+from desk.models import User
+from desk.queries import conversations as q
 from web.edge.hub import Hub
+from web.edge.thread import follows_on
 
 QUEUE_LIMIT = 1000
 RESYNC = {"kind": "resync"}
-CATCH_UP_LIMIT = 1000
 
 
 def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
@@ -51,13 +51,7 @@ def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
 
 def _catch_up(tenant_id: uuid.UUID, conversation_id: uuid.UUID, after_seq: int) -> list[dict[str, Any]]:
     with tenant_session(tenant_id) as session:
-        rows = session.scalars(
-            select(Message)
-            .where(Message.conversation_id == conversation_id, Message.seq > after_seq)
-            .order_by(Message.seq)
-            .limit(CATCH_UP_LIMIT)
-        )
-        return [as_event(m) for m in rows]
+        return [as_event(m) for m in session.scalars(q.conversation_thread(conversation_id, after_seq))]
 
 
 def render_message(flask_app: Flask, event: dict[str, Any]) -> str:
@@ -97,7 +91,7 @@ async def console_stream(request: Request) -> Response:
 
     resync = Resync()
     try:
-        subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
+        hub.client()  # refuse now, while a status code can still say so
     except BusUnavailable:
         return JSONResponse({"error": "unavailable", "message": "live updates are unavailable; retrying"}, 503)
 
@@ -107,18 +101,25 @@ async def console_stream(request: Request) -> Response:
         if conversation is None:
             return
         if live is not None:
-            live = [m for m in live if m["conversation_id"] == str(conversation) and m["seq"] > after]
+            live = sorted(
+                (m for m in live if m["conversation_id"] == str(conversation) and m["seq"] > after),
+                key=lambda m: m["seq"],
+            )
             if not live:
                 return
-        if live is None or live[0]["seq"] != after + 1:
+        if live is None or not follows_on(after, live):
             live = await asyncio.to_thread(_catch_up, user.tenant_id, conversation, after)
         for message in live:
             after = message["seq"]
             yield {"event": "message", "id": str(after), "data": render_message(flask_app, message)}
 
     async def events() -> AsyncIterator[dict[str, Any]]:
+        # Subscribed here, inside the try, so every way out of the stream (a HEAD request never starts
+        # it; a client may leave before the first event) also unsubscribes.
+        subscription = None
         hub.sockets.add(resync)
         try:
+            subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
             yield {"event": "inbox", "data": ""}
             async for event in thread_events(None):
                 yield event
@@ -132,7 +133,8 @@ async def console_stream(request: Request) -> Response:
                     yield event
         finally:
             hub.sockets.discard(resync)
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     return EventSourceResponse(events(), ping=15)

@@ -78,9 +78,15 @@ async def poll(request: Request) -> Response:
 
 async def send(request: Request) -> Response:
     config: Settings = request.app.state.config
-    body = await request.body()
-    if len(body) > config.limits.frame_bytes * 10:
-        return _reply(request, {"error": "too_large", "message": "send at most ten frames' worth at a time"}, 413)
+    cap = config.limits.frame_bytes * 10
+    too_large = _reply(request, {"error": "too_large", "message": f"a request carries at most {cap} bytes"}, 413)
+    if int(request.headers.get("content-length") or 0) > cap:
+        return too_large
+    body = b""
+    async for chunk in request.stream():  # counted as it comes: a body without a length is capped too
+        body += chunk
+        if len(body) > cap:
+            return too_large
     try:
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("frames"), list):

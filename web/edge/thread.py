@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 REPLAY_PAGE = 500
 
 
+def follows_on(delivered: int, stored: list[dict[str, Any]]) -> bool:
+    """Do these stored messages (in seq order) continue a thread delivered up to `delivered`, with no gap?
+    When they do, the connection sends them as they came; when not, it reads PostgreSQL instead."""
+    return all(m["seq"] == delivered + i for i, m in enumerate(stored, 1))
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a visitor may not connect: a WebSocket close code, an HTTP status and a message."""

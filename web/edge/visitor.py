@@ -8,7 +8,9 @@ order with no gap and no duplicate, from NATS events when they line up and from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -17,11 +19,16 @@ from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
 from web.edge.hub import Hub
-from web.edge.thread import REPLAY_PAGE, Refusal, VisitorLink, authorize
+from web.edge.thread import REPLAY_PAGE, Refusal, VisitorLink, authorize, follows_on
 
 CLOSE_SILENT = 4408
+CLOSE_TOO_MANY_PENDING = 4429
+CLOSE_INTERNAL = 1011  # RFC 6455: the server hit an unexpected condition
 CLOSE_TRY_AGAIN = 1013  # RFC 6455: try again later
 RESYNC = object()  # a marker on the delivery queue: catch up from PostgreSQL
+# The visitor went away (RuntimeError: Starlette sending on a socket the client closed).
+GONE = (WebSocketDisconnect, RuntimeError)
+log = logging.getLogger(__name__)
 
 
 class VisitorSocket:
@@ -51,7 +58,7 @@ class VisitorSocket:
                 continue  # before hello: the hello replay reads PostgreSQL, which already has it
             if item is not RESYNC and item["seq"] <= self.delivered:
                 continue
-            if item is not RESYNC and item["seq"] == self.delivered + 1:
+            if item is not RESYNC and follows_on(self.delivered, [item]):
                 await self.send(protocol.message(item))
                 self.delivered = item["seq"]
                 continue
@@ -70,15 +77,18 @@ class VisitorSocket:
         self.resync()
 
     async def _send_outbox(self) -> None:
+        blocked: dict[str, Any] | None = None  # the retry error of a message the client must send again
         while True:
-            answer = await self.link.store(await self.outbox.get())
+            frame = await self.outbox.get()
+            if blocked is not None and frame.client_id != blocked["client_id"]:
+                # Sent after a message that must be re-sent (queued, or already on its way when the error
+                # left): it is re-sent after that one, so refuse it now rather than store it first. This
+                # keeps seq order equal to send order.
+                await self.send(protocol.error(blocked["code"], blocked["message"], frame.client_id))
+                continue
+            answer = await self.link.store(frame)
+            blocked = answer if answer["type"] == "error" else None
             await self.send(answer)
-            if answer["type"] == "error":
-                # Whatever was queued behind a message that must be re-sent is re-sent after it, so that
-                # seq order stays send order: refuse it now rather than store it first.
-                while not self.outbox.empty():
-                    queued = self.outbox.get_nowait()
-                    await self.send(protocol.error(answer["code"], answer["message"], queued.client_id))
 
     async def _receive(self) -> None:
         silence = 2 * self.limits.heartbeat_seconds
@@ -107,9 +117,9 @@ class VisitorSocket:
                 if self.delivered is None:
                     await self.send(protocol.error("hello_required", "send hello before messages"))
                 elif self.outbox.full():
-                    await self.send(
-                        protocol.error("outbox_full", "too many unacknowledged messages", client_id=frame.client_id)
-                    )
+                    # Closing (not refusing this one) keeps order: the client re-sends its outbox in order.
+                    await self.ws.close(CLOSE_TOO_MANY_PENDING, "too many unacknowledged messages")
+                    return
                 else:
                     self.outbox.put_nowait(frame)
 
@@ -119,17 +129,24 @@ class VisitorSocket:
             await self.send(protocol.PING)
 
     async def run(self, hub: Hub) -> None:
+        """Until the visitor leaves or any of the socket's tasks fails: then close, and the client reconnects
+        and catches up (a socket that only answers pings would look alive and do nothing)."""
         await self.link.open()
         hub.sockets.add(self)
-        tasks = [asyncio.create_task(t) for t in (self._deliver(), self._send_outbox(), self._heartbeat())]
+        parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat())
+        tasks = [asyncio.create_task(part) for part in parts]
         try:
-            await self._receive()
-        except (WebSocketDisconnect, RuntimeError):  # RuntimeError: sending on a socket the client closed
-            pass
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            error = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
+            if error is not None and not isinstance(error, GONE):
+                log.error("edge: closing visitor %s's socket", self.link.claims.visitor_id, exc_info=error)
+                with contextlib.suppress(*GONE):
+                    await self.ws.close(CLOSE_INTERNAL, "server error; reconnect")
         finally:
             hub.sockets.discard(self)
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.link.close()
 
 

@@ -89,11 +89,11 @@
     var body = box.value;
     if (!body.trim()) return;
     var msg = { client_id: newId(), body: body };
-    state.outbox.push(msg);
-    save("outbox", state.outbox);
+    updateOutbox(function (queued) { return queued.concat([msg]); });
     box.value = "";
     render({ client_id: msg.client_id, sender: "visitor", body: body }, true);
-    send({ type: "message", client_id: msg.client_id, body: body });
+    // Behind anything still waiting to be re-sent, so the server stores them in the order they were typed.
+    flushOutbox();
   });
 
   // -- connection ------------------------------------------------------------------------------------------
@@ -106,6 +106,16 @@
     if (frame.client_id) inflight[frame.client_id] = true;
     if (state.mode === "poll") { postQueue.push(frame); postFrames(); return; }
     if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(frame));
+  }
+
+  // The outbox is shared with the visitor's other tabs: re-read it before each change, or one tab would
+  // overwrite a message that another one queued.
+  function updateOutbox(change) {
+    state.outbox = change(load("outbox", state.outbox));
+    save("outbox", state.outbox);
+  }
+  function dropFromOutbox(clientId) {
+    updateOutbox(function (queued) { return queued.filter(function (m) { return m.client_id !== clientId; }); });
   }
 
   function flushOutbox() {
@@ -124,8 +134,7 @@
       state.shownSeq = Math.max(state.shownSeq, frame.seq);
     } else if (frame.type === "ack") {
       delete inflight[frame.client_id];
-      state.outbox = state.outbox.filter(function (m) { return m.client_id !== frame.client_id; });
-      save("outbox", state.outbox);
+      dropFromOutbox(frame.client_id);
       var node = state.seen["c:" + frame.client_id];
       if (node) { node.classList.remove("pending"); node.setAttribute("data-state", "sent"); }
     } else if (frame.type === "ping") {
@@ -134,8 +143,7 @@
       delete inflight[frame.client_id];
       if (frame.retry) { setTimeout(flushOutbox, 1000); return; }
       // Refused for good (too long, invalid): say so beside the message and stop re-sending it.
-      state.outbox = state.outbox.filter(function (m) { return m.client_id !== frame.client_id; });
-      save("outbox", state.outbox);
+      dropFromOutbox(frame.client_id);
       var failed = state.seen["c:" + frame.client_id];
       if (failed) {
         failed.classList.remove("pending");

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from desk import tokens
 from desk.db import system_session, tenant_session
 from desk.models import Site, Tenant, Visitor
+from desk.protocol import storable
 from desk.settings import Settings
 
 bp = Blueprint("widget_api", __name__)
@@ -30,9 +31,14 @@ def _error(status: int, code: str, message: str) -> Response:
 
 
 def _page(data: Any) -> dict[str, str]:
+    """The page the visitor is on, as far as it is well-formed text: anything else is left out, not refused."""
     if not isinstance(data, dict):
         return {}
-    return {k: str(data[k])[:limit] for k, limit in PAGE_FIELDS.items() if isinstance(data.get(k), str)}
+    return {
+        k: data[k][:limit]
+        for k, limit in PAGE_FIELDS.items()
+        if isinstance(data.get(k), str) and storable(data[k][:limit])
+    }
 
 
 @bp.errorhandler(HTTPException)
