@@ -58,6 +58,9 @@ class Visitor:
         self.view, self.base_url, self.site_key = view, base_url, site_key
         self.total, self.interval = total, interval
         self.stop_sending = False
+        # After a retry error (docs/protocol.md, "Errors"): re-send only the oldest unacked message until it is
+        # acked, then the rest of the outbox in order; send nothing new meanwhile.
+        self.recovering = False
 
     async def _session(self) -> str:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -84,13 +87,19 @@ class Visitor:
         url = await self._session()
         async with websockets.connect(url, open_timeout=5, close_timeout=1, ping_interval=None) as ws:
             self.view.connects += 1
+            self.recovering = False  # a new socket has nothing refused on it
             await ws.send(json.dumps({"type": "hello", "last_seq": self.view.last_seq}))
             reader = asyncio.create_task(self._read(ws))
             try:
                 for client_id, body in list(self.view.unacked.items()):  # the outbox, re-sent as it was
                     await ws.send(json.dumps({"type": "message", "client_id": client_id, "body": body}))
                 while not self.done() and not reader.done():
-                    if not self.stop_sending and len(self.view.sent) < self.total and len(self.view.unacked) < WINDOW:
+                    if (
+                        not self.recovering
+                        and not self.stop_sending
+                        and len(self.view.sent) < self.total
+                        and len(self.view.unacked) < WINDOW
+                    ):
                         client_id = f"{self.view.name}-{len(self.view.sent)}"
                         body = f"message {len(self.view.sent)} from {self.view.name}"
                         self.view.sent.append(client_id)
@@ -142,13 +151,17 @@ class Visitor:
                 view.acks[client_id] = frame["seq"]
                 view.conversations.add(frame["conversation_id"])
                 view.unacked.pop(client_id, None)
-            elif kind == "error" and frame.get("client_id") in view.unacked:
-                await asyncio.sleep(0.5)
-                client_id = frame["client_id"]
-                if client_id in view.unacked:
-                    await ws.send(
-                        json.dumps({"type": "message", "client_id": client_id, "body": view.unacked[client_id]})
-                    )
+                if self.recovering:  # the oldest is stored: now the rest, in order
+                    self.recovering = False
+                    for queued, body in list(view.unacked.items()):
+                        await ws.send(json.dumps({"type": "message", "client_id": queued, "body": body}))
+            elif kind == "error" and frame.get("retry") and view.unacked:
+                head = next(iter(view.unacked))
+                if not self.recovering or frame.get("client_id") == head:
+                    self.recovering = True
+                    await asyncio.sleep(0.5)
+                    if head in view.unacked:
+                        await ws.send(json.dumps({"type": "message", "client_id": head, "body": view.unacked[head]}))
 
 
 @dataclass

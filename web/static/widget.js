@@ -24,7 +24,8 @@
 
   // shownSeq: the highest seq shown on this page; a new page asks for the whole thread again.
   var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
-                ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null };
+                ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null,
+                recovering: false };
 
   // -- UI --------------------------------------------------------------------------------------------------
   var host = document.createElement("div");
@@ -118,8 +119,11 @@
     updateOutbox(function (queued) { return queued.filter(function (m) { return m.client_id !== clientId; }); });
   }
 
+  // After a retry error the server refuses everything but the oldest unacked message until that one is sent
+  // again (docs/protocol.md, "Errors"): so re-send only it, and the rest in order once it is acked.
   function flushOutbox() {
-    state.outbox.forEach(function (m) {
+    var pending = state.recovering ? state.outbox.slice(0, 1) : state.outbox;
+    pending.forEach(function (m) {
       if (!inflight[m.client_id]) send({ type: "message", client_id: m.client_id, body: m.body });
     });
   }
@@ -128,6 +132,7 @@
     if (frame.type === "welcome") {
       state.ready = true;
       state.retry = 0;
+      state.recovering = false;  // a new connection has refused nothing
       flushOutbox();
     } else if (frame.type === "message") {
       render(frame, false);
@@ -137,11 +142,19 @@
       dropFromOutbox(frame.client_id);
       var node = state.seen["c:" + frame.client_id];
       if (node) { node.classList.remove("pending"); node.setAttribute("data-state", "sent"); }
+      if (state.recovering) { state.recovering = false; flushOutbox(); }
     } else if (frame.type === "ping") {
       send({ type: "pong" });
     } else if (frame.type === "error" && frame.client_id) {
       delete inflight[frame.client_id];
-      if (frame.retry) { setTimeout(flushOutbox, 1000); return; }
+      if (frame.retry) {
+        var head = state.outbox[0];
+        if (!state.recovering || (head && head.client_id === frame.client_id)) {
+          state.recovering = true;
+          setTimeout(flushOutbox, 1000);
+        }
+        return;
+      }
       // Refused for good (too long, invalid): say so beside the message and stop re-sending it.
       dropFromOutbox(frame.client_id);
       var failed = state.seen["c:" + frame.client_id];
