@@ -127,3 +127,17 @@ class BackgroundLoop:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+def start_conversation(base_url: str, site_key: str, body: str = "Hello?") -> str:
+    """A new visitor says `body` over a real socket; returns the conversation it opened."""
+
+    async def scenario() -> str:
+        visitor = Visitor(base_url, site_key)
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "first", "body": body})
+        conversation_id = (await visitor.expect("ack"))["conversation_id"]
+        await visitor.close()
+        return conversation_id
+
+    return asyncio.run(scenario())

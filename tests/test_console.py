@@ -9,7 +9,7 @@ import httpx
 import websockets
 
 from desk.embedded import free_port
-from tests.clients import Agent, Visitor
+from tests.clients import Agent, Visitor, start_conversation
 from tests.conftest import Stack
 
 
@@ -36,13 +36,7 @@ def test_forms_without_a_csrf_token_change_nothing(stack: Stack) -> None:
     tenant = stack.bootstrap("erin")
     login = tenant["agents"][0]
 
-    async def conversation() -> tuple[Visitor, str]:
-        visitor = Visitor(stack.base_url, tenant["site_key"])
-        await visitor.connect()
-        await visitor.send({"type": "message", "client_id": "c1", "body": "hi"})
-        return visitor, (await visitor.expect("ack"))["conversation_id"]
-
-    visitor, conversation_id = asyncio.run(conversation())
+    conversation_id = start_conversation(stack.base_url, tenant["site_key"], "hi")
     agent = Agent(stack.base_url)
     agent.login(login["email"], login["password"])
     forged = agent.client.post(f"/console/c/{conversation_id}/messages", data={"body": "x", "client_id": "abc"})
@@ -79,15 +73,7 @@ def test_an_empty_reply_is_refused_with_a_message_and_keeps_nothing(stack: Stack
     tenant = stack.bootstrap("gus")
     login = tenant["agents"][0]
 
-    async def conversation() -> str:
-        visitor = Visitor(stack.base_url, tenant["site_key"])
-        await visitor.connect()
-        await visitor.send({"type": "message", "client_id": "c1", "body": "hi"})
-        conversation_id = (await visitor.expect("ack"))["conversation_id"]
-        await visitor.close()
-        return conversation_id
-
-    conversation_id = asyncio.run(conversation())
+    conversation_id = start_conversation(stack.base_url, tenant["site_key"], "hi")
     agent = Agent(stack.base_url)
     agent.login(login["email"], login["password"])
     response = agent.reply(conversation_id, "   ")
@@ -133,15 +119,7 @@ def test_a_reply_while_nats_is_down_says_so_and_keeps_the_draft(stack: Stack) ->
     tenant = stack.bootstrap("hal")
     login = tenant["agents"][0]
 
-    async def conversation() -> str:
-        visitor = Visitor(stack.base_url, tenant["site_key"])
-        await visitor.connect()
-        await visitor.send({"type": "message", "client_id": "c1", "body": "anyone?"})
-        conversation_id = (await visitor.expect("ack"))["conversation_id"]
-        await visitor.close()
-        return conversation_id
-
-    conversation_id = asyncio.run(conversation())
+    conversation_id = start_conversation(stack.base_url, tenant["site_key"], "anyone?")
     with stack.another_web(NATS_URL=f"nats://127.0.0.1:{free_port()}") as base_url:
         agent = Agent(base_url)
         agent.login(login["email"], login["password"])
