@@ -1,8 +1,9 @@
 """A visitor's WebSocket: `/ws/visitor?token=…` (docs/protocol.md, steps 2-3).
 
-Three tasks per socket: `_receive` reads and validates frames; `_send_outbox` stores the visitor's messages
+Four tasks per socket: `_receive` reads and validates frames; `_send_outbox` stores the visitor's messages
 one at a time (so seq order is send order) through web/edge/thread.py; `_deliver` sends the thread in seq
-order with no gap and no duplicate, from NATS events when they line up and from PostgreSQL when they do not.
+order with no gap and no duplicate, from NATS events when they line up and from PostgreSQL when they do not;
+`_heartbeat` pings. When any of them ends, the socket closes and the client reconnects and catches up.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 class VisitorSocket:
     def __init__(self, ws: WebSocket, link: VisitorLink, config: Settings) -> None:
         self.ws, self.link, self.limits = ws, link, config.limits
-        link.on_message = self.deliveries_put
+        link.on_message = self._on_stored
         self.delivered: int | None = None  # highest seq sent on this socket; None until `hello`
         self.outbox: asyncio.Queue[protocol.Send] = asyncio.Queue(config.limits.pending_messages)
         self.deliveries: asyncio.Queue[Any] = asyncio.Queue()
@@ -44,7 +45,7 @@ class VisitorSocket:
         async with self.send_lock:
             await self.ws.send_text(json.dumps(frame, separators=(",", ":")))
 
-    def deliveries_put(self, stored: dict[str, Any]) -> None:
+    def _on_stored(self, stored: dict[str, Any]) -> None:
         self.deliveries.put_nowait(stored)
 
     def resync(self) -> None:
