@@ -38,16 +38,28 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 
 def inbound(tenant_id: uuid.UUID | str, visitor_id: uuid.UUID | str) -> str:
     """A message (visitor's or agent's) for a visitor thread, waiting to be stored."""
-    return f"desk.in.{str(tenant_id)}.{str(visitor_id)}"
+    return f"desk.in.{tenant_id}.{visitor_id}"
 
 
 def inbound_msg_id(visitor_id: uuid.UUID | str, client_id: str) -> str:
     """JetStream's de-duplication id; PostgreSQL's unique key is the lasting guard."""
-    return f"{str(visitor_id)}:{client_id}"
+    return f"{visitor_id}:{client_id}"
 
 
 def route_job(tenant_id: uuid.UUID | str) -> str:
-    return f"desk.jobs.route.{str(tenant_id)}"
+    return f"desk.jobs.route.{tenant_id}"
+
+
+def route_msg_id(conversation_id: uuid.UUID | str) -> str:
+    """One routing job per conversation within JetStream's window; the router ignores assigned ones anyway."""
+    return f"route:{conversation_id}"
+
+
+def tenant_of(subject: str) -> uuid.UUID:
+    """The tenant of an inbound message or a job: the token after the kind (desk.in.<tenant>…,
+    desk.jobs.route.<tenant>)."""
+    tokens = subject.split(".")
+    return uuid.UUID(tokens[2] if tokens[1] == "in" else tokens[3])
 
 
 def dead_letter(durable: str) -> str:
@@ -67,12 +79,12 @@ DEAD_DELIVERIES = DEAD_HEADER_PREFIX + "Deliveries"
 
 def visitor_events(tenant_id: uuid.UUID | str, visitor_id: uuid.UUID | str) -> str:
     """Stored messages of one visitor thread, for that visitor's sockets."""
-    return f"desk.ev.{str(tenant_id)}.visitor.{str(visitor_id)}"
+    return f"desk.ev.{tenant_id}.visitor.{visitor_id}"
 
 
 def agent_events(tenant_id: uuid.UUID | str) -> str:
     """Everything the consoles of a tenant show live: messages, new and changed conversations."""
-    return f"desk.ev.{str(tenant_id)}.agents"
+    return f"desk.ev.{tenant_id}.agents"
 
 
 STREAMS = [

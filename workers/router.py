@@ -22,7 +22,7 @@ def _route(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> uuid.UUID | None
 
 async def handle(nc: Client, msgs: list[Msg]) -> None:
     for msg in msgs:
-        tenant_id = uuid.UUID(msg.subject.split(".")[3])  # desk.jobs.route.<tenant>
+        tenant_id = subjects.tenant_of(msg.subject)
         conversation_id = uuid.UUID(json.loads(msg.data)["conversation_id"])
         assignee = await asyncio.to_thread(_route, tenant_id, conversation_id)
         if assignee is not None:

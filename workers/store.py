@@ -30,16 +30,11 @@ def _store(tenant_id: uuid.UUID, batch: list[Inbound]) -> list[Stored | None]:
         return results
 
 
-def _tenant_of(msg: Msg) -> uuid.UUID:
-    # desk.in.<tenant>.<visitor>: see subjects.inbound()
-    return uuid.UUID(msg.subject.split(".")[2])
-
-
 async def handle(nc: Client, msgs: list[Msg]) -> None:
     by_tenant: dict[uuid.UUID, list[Inbound]] = defaultdict(list)
     for msg in msgs:
         # A malformed message raises: workers/base.py retries it alone and then keeps it as a dead letter.
-        by_tenant[_tenant_of(msg)].append(Inbound.from_payload(json.loads(msg.data)))
+        by_tenant[subjects.tenant_of(msg.subject)].append(Inbound.from_payload(json.loads(msg.data)))
     js = nc.jetstream()
     for tenant_id, batch in by_tenant.items():
         results = await asyncio.to_thread(_store, tenant_id, batch)
@@ -57,6 +52,6 @@ async def handle(nc: Client, msgs: list[Msg]) -> None:
                 await js.publish(
                     subjects.route_job(tenant_id),
                     bus.encode({"conversation_id": conversation_id}),
-                    headers={"Nats-Msg-Id": f"route:{conversation_id}"},
+                    headers={"Nats-Msg-Id": subjects.route_msg_id(conversation_id)},
                 )
     await nc.flush()
