@@ -48,6 +48,7 @@ class ThreadedWsgiToAsgi(WsgiToAsgi):
 def build() -> Starlette:
     config = settings.load()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("hypercorn.error").propagate = False  # Hypercorn prints its own lines already
     if not config.nats_url:
         raise RuntimeError("NATS_URL is not set (the dev runner sets it for the embedded nats-server)")
     flask_app = create_app()
