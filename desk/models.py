@@ -94,13 +94,21 @@ class Visitor(TenantScoped, Base):
     """One visitor's thread: `last_seq` is the highest message seq, assigned under this row's lock."""
 
     __tablename__ = "visitors"
+    # NULLs are distinct in PostgreSQL, so only identified visitors are unique per site.
+    __table_args__ = (UniqueConstraint("site_id", "external_id", name="uq_visitors_site_external_id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    # The site's own user id, set only once the site's identity hash proved it (desk/visitor_context.py).
+    external_id: Mapped[str | None] = mapped_column(String(200))
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     page: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # What the console shows about the visitor: UTM, language, time zone, screen, browser, OS, device, country.
+    context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # The pages seen, oldest first: [{url, title, at}], the last TRAIL_LENGTH of them.
+    trail: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
     created_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
 

@@ -5,7 +5,6 @@ Visitors carry a signed token, not a cookie, so these routes are exempt from CSR
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
@@ -13,32 +12,18 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from desk import tokens
+from desk import tokens, visitor_context
 from desk.db import system_session, tenant_session
-from desk.models import Site, Tenant, Visitor
-from desk.protocol import storable
+from desk.models import Site, Tenant
 from desk.settings import Settings
 
 bp = Blueprint("widget_api", __name__)
-
-PAGE_FIELDS = {"url": 2000, "title": 500, "referrer": 2000}
 
 
 def _error(status: int, code: str, message: str) -> Response:
     response = jsonify(error=code, message=message)
     response.status_code = status
     return response
-
-
-def _page(data: Any) -> dict[str, str]:
-    """The page the visitor is on, as far as it is well-formed text: anything else is left out, not refused."""
-    if not isinstance(data, dict):
-        return {}
-    return {
-        k: data[k][:limit]
-        for k, limit in PAGE_FIELDS.items()
-        if isinstance(data.get(k), str) and storable(data[k][:limit])
-    }
 
 
 @bp.errorhandler(HTTPException)
@@ -72,6 +57,11 @@ def create_session() -> ResponseReturnValue:
     site_key = data.get("site_key")
     if not isinstance(site_key, str) or not site_key:
         return _error(400, "invalid_site_key", "site_key is required")
+    try:
+        identity = visitor_context.parse_identity(data.get("identity"))
+        client = visitor_context.parse_client(data)
+    except visitor_context.InvalidField as exc:
+        return _error(400, exc.code, exc.message)
     with system_session() as session:
         site = session.scalar(select(Site).where(Site.site_key == site_key))
     if site is None:
@@ -85,16 +75,19 @@ def create_session() -> ResponseReturnValue:
         claims = tokens.verify(config.secret_key, data["visitor_token"], max_age)
         if claims is not None and claims.site_id != site.id:
             claims = None  # a token is bound to the site it was issued for
-    page = _page(data.get("page"))
+    proved = identity if identity and visitor_context.identity_proved(site.identity_secret, identity) else None
+    page = visitor_context.parse_page(data.get("page"))
+    found = visitor_context.context(page, client, request.headers.get("User-Agent", ""), request.remote_addr)
     with tenant_session(site.tenant_id) as session:
-        visitor = session.get(Visitor, claims.visitor_id) if claims else None
-        if visitor is None:
-            visitor = Visitor(id=uuid.uuid4(), site_id=site.id)
-            session.add(visitor)
-        if page:
-            visitor.page = page
+        visitor = visitor_context.find_visitor(
+            session, site.id, claims.visitor_id if claims else None, proved.external_id if proved else None
+        )
+        visitor_context.record_visit(visitor, proved, page, found)
         session.commit()
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
+    identification: dict[str, Any] = {"identified": proved is not None}
+    if identity is not None and proved is None:
+        identification["identity_error"] = "hash does not match"
     base = config.public_url or request.host_url.rstrip("/")
     ws_base = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     return jsonify(
@@ -102,6 +95,7 @@ def create_session() -> ResponseReturnValue:
         visitor_id=str(claims.visitor_id),
         ws_url=f"{ws_base}/ws/visitor",
         site_name=site.name,
+        **identification,
     )
 
 

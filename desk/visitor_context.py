@@ -1,0 +1,234 @@
+"""Who a visitor is and where they come from, for the console: a proved identity and the page's context.
+
+The session request carries both (docs/protocol.md, step 1); web/widget_api calls these functions and nothing here
+knows about HTTP. Wrongly typed fields raise `InvalidField`; well-typed but malformed or unstorable values are
+left out, as the page's fields always were.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from geoip2fast import GeoIP2Fast
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from user_agents import parse as parse_user_agent
+
+from desk.models import Visitor
+from desk.protocol import storable
+
+PAGE_FIELDS = {"url": 2000, "title": 500, "referrer": 2000}
+IDENTITY_FIELDS = {"external_id": 200, "name": 200, "email": 320}
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+UTM_CHARS = 200
+TRAIL_LENGTH = 50
+# ua-parser's expressions have had catastrophic-backtracking bugs; no real browser sends more than this.
+USER_AGENT_CHARS = 512
+# Shapes the widget sends: navigator.language, Intl's IANA time zone name, screen "WIDTHxHEIGHT".
+CLIENT_FIELDS = {
+    "language": re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,4}"),
+    "timezone": re.compile(r"[A-Za-z0-9_+\-]{1,32}(/[A-Za-z0-9_+\-]{1,32}){0,2}"),
+    "screen": re.compile(r"[0-9]{1,5}x[0-9]{1,5}"),
+}
+
+
+class InvalidField(ValueError):
+    """A field of the session request has the wrong type or shape: the request is refused with 400."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the site's page says about its logged-in user; believed only when `hash` matches."""
+
+    external_id: str
+    hash: str
+    name: str | None = None
+    email: str | None = None
+
+
+def parse_identity(value: Any) -> Identity | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidField("invalid_identity", "identity must be an object")
+    fields: dict[str, str | None] = {}
+    for key, limit in IDENTITY_FIELDS.items():
+        text = value.get(key)
+        if text is None or text == "":
+            fields[key] = None
+            continue
+        if not isinstance(text, str):
+            raise InvalidField("invalid_identity", f"identity.{key} must be a string")
+        if len(text) > limit:
+            raise InvalidField("invalid_identity", f"identity.{key} is longer than {limit} characters")
+        if not storable(text):
+            raise InvalidField("invalid_identity", f"identity.{key} is not storable text")
+        fields[key] = text
+    if fields["external_id"] is None:
+        raise InvalidField("invalid_identity", "identity.external_id is required")
+    given_hash = value.get("hash")
+    if not isinstance(given_hash, str):
+        raise InvalidField("invalid_identity", "identity.hash must be a string")
+    return Identity(fields["external_id"], given_hash, fields["name"], fields["email"])
+
+
+def identity_hash(secret: str, external_id: str) -> str:
+    """What the site's server computes: hex HMAC-SHA256 of external_id, keyed by the site's identity secret."""
+    return hmac.new(secret.encode(), external_id.encode(), hashlib.sha256).hexdigest()
+
+
+def identity_proved(secret: str, identity: Identity) -> bool:
+    given = identity.hash.strip().lower().encode("utf-8", "replace")
+    return hmac.compare_digest(identity_hash(secret, identity.external_id).encode(), given)
+
+
+def parse_page(value: Any) -> dict[str, str]:
+    """The page the visitor is on, as far as it is well-formed text: anything else is left out, not refused."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        key: value[key][:limit]
+        for key, limit in PAGE_FIELDS.items()
+        if isinstance(value.get(key), str) and storable(value[key][:limit])
+    }
+
+
+def parse_client(data: dict[str, Any]) -> dict[str, str]:
+    """`language`, `timezone` and `screen` as the widget reads them from the browser."""
+    found = {}
+    for key, shape in CLIENT_FIELDS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidField("invalid_context", f"{key} must be a string")
+        if shape.fullmatch(value):
+            found[key] = value
+    return found
+
+
+def utm(url: str) -> dict[str, str]:
+    """The campaign parameters of a page URL (empty when it has none)."""
+    try:
+        query = parse_qsl(urlsplit(url).query)
+    except ValueError:
+        return {}
+    return {k: v[:UTM_CHARS] for k, v in query if k in UTM_FIELDS and v and storable(v[:UTM_CHARS])}
+
+
+def user_agent(header: str) -> dict[str, str]:
+    """Browser, OS and device type ("mobile", "tablet", "desktop", "bot" or "other") from a User-Agent."""
+    header = header[:USER_AGENT_CHARS]
+    if not header or not storable(header):
+        return {}
+    parsed = parse_user_agent(header)
+    if parsed.is_bot:
+        device = "bot"
+    elif parsed.is_tablet:
+        device = "tablet"
+    elif parsed.is_mobile:
+        device = "mobile"
+    elif parsed.is_pc:
+        device = "desktop"
+    else:
+        device = "other"
+    return {
+        "browser": _named(parsed.browser.family, parsed.browser.version),
+        "os": _named(parsed.os.family, parsed.os.version),
+        "device": device,
+    }
+
+
+def _named(family: str, version: tuple[Any, ...]) -> str:
+    return f"{family} {version[0]}" if version else family
+
+
+@functools.cache
+def _geoip() -> GeoIP2Fast:
+    """GeoLite2 country data bundled in the geoip2fast package (IPv4 and IPv6): no network, loaded once (~0.1 s)."""
+    return GeoIP2Fast(geoip2fast_data_file="geoip2fast-ipv6.dat.gz", verbose=False)
+
+
+def location(ip: str | None) -> dict[str, str | None]:
+    """Country of an IP address, offline. City stays unknown: no maintained PyPI package bundles city data."""
+    unknown: dict[str, str | None] = {"country": None, "country_name": None, "city": None}
+    if not ip:
+        return unknown
+    found = _geoip().lookup(ip)
+    if found.is_private or len(found.country_code) != 2:
+        return unknown
+    city = getattr(found.city, "name", "") or None
+    return {"country": found.country_code, "country_name": found.country_name, "city": city}
+
+
+def context(page: dict[str, str], client: dict[str, str], user_agent_header: str, ip: str | None) -> dict[str, Any]:
+    """What this session request says about the visitor; keys it knows nothing about are absent."""
+    found: dict[str, Any] = {**client, **user_agent(user_agent_header), **location(ip)}
+    campaign = utm(page.get("url", ""))
+    if campaign:  # later pages without UTM keep the campaign that brought the visitor
+        found["utm"] = campaign
+    return found
+
+
+def extend_trail(trail: list[dict[str, Any]], page: dict[str, str], at: datetime) -> list[dict[str, Any]]:
+    step = {"url": page["url"], "title": page.get("title", ""), "at": at.isoformat(timespec="seconds")}
+    return [*trail, step][-TRAIL_LENGTH:]
+
+
+def find_visitor(
+    session: Session, site_id: uuid.UUID, visitor_id: uuid.UUID | None, external_id: str | None
+) -> Visitor:
+    """The visitor a session request continues, locked for update.
+
+    A proved `external_id` wins: it resumes that identified visitor from any browser. Otherwise the token's
+    visitor, if any: an anonymous one becomes the identified visitor, keeping its thread. Else a new visitor.
+    """
+    current = session.get(Visitor, visitor_id, with_for_update=True) if visitor_id else None
+    if external_id is None:
+        return current or _new_visitor(session, site_id)
+    known = select(Visitor).where(Visitor.site_id == site_id, Visitor.external_id == external_id).with_for_update()
+    visitor = session.scalar(known)
+    if visitor is not None:
+        return visitor
+    try:
+        with session.begin_nested():
+            if current is None or current.external_id is not None:
+                current = _new_visitor(session, site_id)
+            current.external_id = external_id
+    except IntegrityError:  # another request identified this external_id first: continue that visitor
+        return session.scalars(known).one()
+    return current
+
+
+def _new_visitor(session: Session, site_id: uuid.UUID) -> Visitor:
+    visitor = Visitor(id=uuid.uuid4(), site_id=site_id)
+    session.add(visitor)
+    return visitor
+
+
+def record_visit(
+    visitor: Visitor, identity: Identity | None, page: dict[str, str], found: dict[str, Any], at: datetime | None = None
+) -> None:
+    """Apply one session request to the visitor: a proved identity's name and email, the page, trail and context."""
+    if identity is not None:
+        visitor.name = identity.name or visitor.name
+        visitor.email = identity.email or visitor.email
+    if page:
+        visitor.page = page
+    if page.get("url"):
+        visitor.trail = extend_trail(visitor.trail or [], page, at or datetime.now(UTC))
+    visitor.context = {**(visitor.context or {}), **found}
