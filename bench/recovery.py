@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -158,6 +160,8 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    # On SIGTERM, unwind like Ctrl+C so the stack's processes and temporary folders are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--visitors", type=int, default=100)
     parser.add_argument("--rate", type=float, default=100.0, help="messages per second during the outage")
