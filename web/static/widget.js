@@ -1,15 +1,31 @@
-// Deskbell visitor widget (protocol v1, docs/protocol.md). Embed:
+// Deskbell visitor widget (protocol v1, docs/protocol.md; embedding and the JS API, docs/widget.md). Embed:
 //   <script src="https://HOST/widget.js" data-site="SITE_KEY" async></script>
-// The UI lives in a shadow root so the host page's CSS cannot reach it. Message text is only ever set with
-// textContent. Every message gets its client_id before it is sent and stays in a localStorage outbox until
-// the server's ack, so a reload or a dropped connection re-sends it and the server stores it once.
+// The UI lives in a shadow root so the host page's CSS cannot reach it, and is built with DOM calls only (no
+// innerHTML, no inline styles), so a strict Content-Security-Policy or Trusted Types on the host does not break
+// it. Message text is only ever set with textContent. Every message gets its client_id before it is sent and
+// stays in a localStorage outbox until the server's ack, so a reload or a dropped connection re-sends it and the
+// server stores it once.
 (function () {
   "use strict";
   var script = document.currentScript || document.querySelector("script[data-site]");
-  if (!script || window.Deskbell) return;
+  var stub = window.Deskbell;
+  if (!script || (stub && stub.version)) return;
   var siteKey = script.getAttribute("data-site");
   var origin = new URL(script.src, location.href).origin;
   var store = "deskbell:" + siteKey + ":";
+  var lang = navigator.language || "en";
+  var T = /^zh/i.test(lang) ? {
+    open: "打开聊天", close: "关闭聊天", title: "在线客服", welcome: "您好！有什么可以帮您？", message: "消息",
+    placeholder: "输入消息…", send: "发送", you: "您", agent: "客服", sending: "发送中…", queued: "尚未送达",
+    sent: "已发送", failed: "未送达：", offline: "网络已断开，恢复后会自动发送您的消息。", unread: " 条未读",
+    with: "客服：", chat: "聊天"
+  } : {
+    open: "Open chat", close: "Close chat", title: "Chat with us", welcome: "Hi! How can we help?", message: "Message",
+    placeholder: "Type a message…", send: "Send", you: "You", agent: "Agent", sending: "Sending…",
+    queued: "Not delivered yet", sent: "Sent", failed: "Not delivered: ",
+    offline: "You are offline. Your messages will be sent when the connection is back.", unread: " unread",
+    with: "Chatting with ", chat: "Chat"
+  };
 
   function load(key, fallback) {
     try { var v = localStorage.getItem(store + key); return v === null ? fallback : JSON.parse(v); }
@@ -23,76 +39,189 @@
   }
 
   // shownSeq: the highest seq shown on this page; a new page asks for the whole thread again.
+  // read: the highest seq the visitor has seen with the panel open, kept across pages for the unread badge.
   var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
                 ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null,
-                recovering: false };
+                recovering: false, unread: 0, read: load("read", null), identity: null, attributes: {},
+                started: false, stale: false, timer: null };
+
+  // -- events and the JS API -------------------------------------------------------------------------------
+  var handlers = {}, fired = {};
+  function emit(name, data) {
+    if (name === "ready") fired.ready = data;
+    (handlers[name] || []).forEach(function (fn) {
+      try { fn(data); } catch (e) { setTimeout(function () { throw e; }); }  // the host's bug, not ours
+    });
+  }
 
   // -- UI --------------------------------------------------------------------------------------------------
-  var host = document.createElement("div");
-  host.setAttribute("data-deskbell", "");
-  host.style.cssText = "all: initial; position: fixed; z-index: 2147483000; right: 20px; bottom: 20px;" +
-                       "display: block !important;";
+  function h(tag, cls, attrs, kids) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    for (var k in attrs || {}) node.setAttribute(k, attrs[k]);
+    (kids || []).forEach(function (kid) { node.appendChild(typeof kid === "string" ? document.createTextNode(kid) : kid); });
+    return node;
+  }
+  function svg(d) {
+    var ns = "http://www.w3.org/2000/svg", icon = document.createElementNS(ns, "svg"), path = document.createElementNS(ns, "path");
+    icon.setAttribute("viewBox", "0 0 24 24"); icon.setAttribute("aria-hidden", "true");
+    path.setAttribute("fill", "currentColor"); path.setAttribute("d", d);
+    icon.appendChild(path);
+    return icon;
+  }
+
+  var css =
+    ":host{all:initial}*{box-sizing:border-box;font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0}" +
+    ".launch{position:relative;width:56px;height:56px;border-radius:50%;border:0;background:#2956d6;color:#fff;cursor:pointer;box-shadow:0 4px 12px #0003;display:flex;align-items:center;justify-content:center}" +
+    ".launch svg{width:26px;height:26px}.launch:focus-visible,button:focus-visible,a:focus-visible{outline:3px solid #f5b700;outline-offset:2px}" +
+    ".badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#d92d20;color:#fff;font-size:12px;font-weight:700;line-height:20px;text-align:center}" +
+    "[hidden]{display:none!important}" +
+    ".panel{display:none;position:absolute;right:0;bottom:68px;width:360px;height:520px;max-height:calc(100vh - 100px);background:#fff;color:#101828;border-radius:12px;box-shadow:0 8px 30px #0003;flex-direction:column;overflow:hidden}" +
+    ".panel.open{display:flex}.head{background:#2956d6;color:#fff;padding:12px 8px 12px 16px;display:flex;align-items:center;gap:8px}" +
+    ".head div{flex:1;min-width:0}.title{display:block;font-weight:600;font-size:15px}.sub{display:block;font-size:12px;opacity:.85}" +
+    ".x{border:0;background:none;color:#fff;width:36px;height:36px;border-radius:50%;cursor:pointer;display:flex;align-items:center;justify-content:center}" +
+    ".x svg{width:20px;height:20px}.x:hover{background:#fff2}" +
+    ".note{background:#fef0c7;color:#7a2e0e;padding:6px 12px;font-size:12px}" +
+    ".list{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f5f6f8}" +
+    ".m{max-width:80%;padding:7px 10px;border-radius:12px;background:#fff;box-shadow:0 1px 1px #0001;white-space:pre-wrap;overflow-wrap:anywhere}" +
+    ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.pending{opacity:.7}.m.welcome{align-self:flex-start}" +
+    ".m small{display:block;color:#667085;font-size:11px}.m .meta{text-align:right;margin-top:2px}.m a{color:#1d4ed8;text-decoration:underline}" +
+    ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] .st{color:#b42318}" +
+    "form{display:flex;align-items:flex-end;border-top:1px solid #e4e7ec;background:#fff}" +
+    "textarea{flex:1;border:0;padding:12px;resize:none;outline:none;background:none;color:inherit;max-height:120px}" +
+    "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:12px 16px;cursor:pointer}" +
+    "@media (max-width:480px){.panel{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}" +
+    ".panel.open+.launch{display:none}}";
+
+  var host = document.createElement("deskbell-widget");
+  // Inline and !important, so no host rule (`* { all: unset }`, `div { display: none !important }`) can hide it.
+  host.style.cssText = "all:initial!important;position:fixed!important;z-index:2147483000!important;" +
+                       "right:20px!important;bottom:20px!important;display:block!important;";
   var root = host.attachShadow({ mode: "open" });
-  root.innerHTML =
-    "<style>" +
-    ":host{all:initial}*{box-sizing:border-box;font:14px/1.4 system-ui,sans-serif}" +
-    ".launch{width:56px;height:56px;border-radius:50%;border:0;background:#2956d6;color:#fff;cursor:pointer;box-shadow:0 4px 12px #0003;display:flex;align-items:center;justify-content:center}" +
-    ".panel{display:none;position:absolute;right:0;bottom:68px;width:340px;height:460px;max-height:80vh;background:#fff;border-radius:12px;box-shadow:0 8px 30px #0003;flex-direction:column;overflow:hidden}" +
-    ".panel.open{display:flex}.head{background:#2956d6;color:#fff;padding:12px 14px;font-weight:600}" +
-    ".list{flex:1;overflow-y:auto;padding:10px;display:flex;flex-direction:column;gap:6px;background:#f5f6f8}" +
-    ".m{max-width:80%;padding:7px 10px;border-radius:10px;background:#fff;white-space:pre-wrap;overflow-wrap:anywhere}" +
-    ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.pending{opacity:.6}.m small{display:block;color:#6b7280;font-size:11px}" +
-    ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] small{color:#b42318}" +
-    "form{display:flex;border-top:1px solid #e4e7ec}textarea{flex:1;border:0;padding:10px;resize:none;outline:none}" +
-    "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:0 14px;cursor:pointer}" +
-    "@media (max-width:480px){.panel{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}}" +
-    "</style>" +
-    "<div class='panel' role='dialog' aria-label='Chat'><div class='head'>Chat with us</div>" +
-    "<div class='list' role='log' aria-live='polite'></div>" +
-    "<form><textarea rows='2' aria-label='Message' placeholder='Type a message…'></textarea>" +
-    "<button type='submit'>Send</button></form></div>" +
-    "<button class='launch' aria-label='Open chat'><svg width='26' height='26' viewBox='0 0 24 24' aria-hidden='true'>" +
-    "<path fill='currentColor' d='M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z'/></svg></button>";
-  var panel = root.querySelector(".panel"), list = root.querySelector(".list");
-  var form = root.querySelector("form"), box = root.querySelector("textarea");
+  if (root.adoptedStyleSheets && window.CSSStyleSheet && CSSStyleSheet.prototype.replaceSync) {
+    var sheet = new CSSStyleSheet(); sheet.replaceSync(css); root.adoptedStyleSheets = [sheet];  // not subject to style-src
+  } else {
+    root.appendChild(h("style", "", {}, [css]));
+  }
+  var title = h("b", "title", {}, [T.title]), sub = h("span", "sub", { hidden: "" });
+  var closeButton = h("button", "x", { type: "button", "aria-label": T.close }, [svg("M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z")]);
+  var note = h("div", "note", { role: "status", hidden: "" }, [T.offline]);
+  var list = h("div", "list", { role: "log", "aria-live": "polite", tabindex: "0", "aria-label": T.chat });
+  var box = h("textarea", "", { rows: "2", "aria-label": T.message, placeholder: T.placeholder });
+  var form = h("form", "", {}, [box, h("button", "", { type: "submit" }, [T.send])]);
+  var panel = h("div", "panel", { role: "dialog", "aria-label": T.title, id: "deskbell-panel" },
+                [h("div", "head", {}, [h("div", "", {}, [title, sub]), closeButton]), note, list, form]);
+  var badge = h("span", "badge", { "aria-hidden": "true", hidden: "" });
+  var launcher = h("button", "launch", { type: "button", "aria-controls": "deskbell-panel", "aria-expanded": "false" },
+                   [svg("M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"), badge]);
+  root.appendChild(panel);
+  root.appendChild(launcher);
+
+  function clearList() {
+    list.textContent = "";
+    list.appendChild(h("div", "m welcome", {}, [T.welcome]));
+  }
+  clearList();
+
+  function clock(iso) {
+    var at = iso ? new Date(iso) : new Date();
+    try { return at.toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }); }
+    catch (e) { return at.toTimeString().slice(0, 5); }
+  }
+
+  // Links: <a> built from text, and only for http(s) URLs; everything else stays text.
+  function linkify(parent, text) {
+    var re = /https?:\/\/[^\s<>"']+/gi, last = 0, m;
+    while ((m = re.exec(text))) {
+      var url = m[0].replace(/[.,;:!?)\]]+$/, ""), end = m.index + url.length, a = null;
+      try { if (/^https?:$/.test(new URL(url).protocol)) a = h("a", "", { href: url, target: "_blank", rel: "noopener noreferrer nofollow" }, [url]); }
+      catch (e) { /* not a URL after all */ }
+      if (!a) continue;
+      parent.appendChild(document.createTextNode(text.slice(last, m.index)));
+      parent.appendChild(a);
+      last = re.lastIndex = end;
+    }
+    parent.appendChild(document.createTextNode(text.slice(last)));
+  }
+
+  function setState(node, name, text) {
+    node.classList.toggle("pending", name === "sending");
+    node.setAttribute("data-state", name);
+    var st = node.querySelector(".st");
+    if (st) st.textContent = text;
+  }
+  function pendingText() { return state.ready ? T.sending : T.queued; }
+  function refreshPending() {
+    state.outbox.forEach(function (m) {
+      var node = state.seen["c:" + m.client_id];
+      if (node && node.getAttribute("data-state") === "sending") setState(node, "sending", pendingText());
+    });
+  }
 
   function render(frame, pending) {
     var key = frame.client_id ? "c:" + frame.client_id : "s:" + frame.seq;
-    var node = state.seen[key];
+    var node = state.seen[key], mine = frame.sender === "visitor";
     if (!node) {
-      node = document.createElement("div");
-      node.className = "m " + frame.sender;
-      var who = document.createElement("small");
-      who.textContent = frame.sender === "visitor" ? "You" : (frame.author || "Agent");
-      var body = document.createElement("div");
-      body.className = "b";
-      body.textContent = frame.body;
-      node.appendChild(who); node.appendChild(body);
+      var body = h("div", "b");
+      linkify(body, frame.body);
+      var meta = h("small", "meta", {}, [h("time", "", {}, [clock(frame.created_at || frame.at)])]);
+      if (mine) { meta.appendChild(document.createTextNode(" · ")); meta.appendChild(h("span", "st")); }
+      node = h("div", "m " + frame.sender, {}, [h("small", "who", {}, [mine ? T.you : (frame.author || T.agent)]), body, meta]);
       list.appendChild(node);
       state.seen[key] = node;
     }
-    node.classList.toggle("pending", !!pending);
-    node.setAttribute("data-state", pending ? "sending" : "sent");
+    if (frame.created_at) {
+      var time = node.querySelector("time");
+      time.setAttribute("datetime", frame.created_at);
+      time.textContent = clock(frame.created_at);
+    }
+    if (pending) setState(node, "sending", pendingText());
+    else if (node.getAttribute("data-state") !== "failed") setState(node, "sent", T.sent);
     list.scrollTop = list.scrollHeight;
   }
 
-  function toggle(open) {
-    state.open = open === undefined ? !state.open : open;
-    panel.classList.toggle("open", state.open);
-    if (state.open) box.focus();
+  function setUnread(count) {
+    if (count === state.unread) return;
+    state.unread = count;
+    badge.textContent = count > 99 ? "99+" : String(count);
+    badge.hidden = !count;
+    labelLauncher();
+    emit("unread", count);
   }
-  root.querySelector(".launch").addEventListener("click", function () { toggle(); });
+  function labelLauncher() {
+    launcher.setAttribute("aria-label", state.open ? T.close : T.open + (state.unread ? ", " + state.unread + T.unread : ""));
+    launcher.setAttribute("aria-expanded", String(state.open));
+  }
+  function markRead() {
+    setUnread(0);
+    if (state.visitorId && state.shownSeq > readSeq()) { state.read = { v: state.visitorId, seq: state.shownSeq }; save("read", state.read); }
+  }
+  function readSeq() { return state.read && state.read.v === state.visitorId ? state.read.seq : 0; }
+
+  function toggle(open) {
+    var wasFocused = !!root.activeElement;
+    state.open = typeof open === "boolean" ? open : !state.open;
+    panel.classList.toggle("open", state.open);
+    labelLauncher();
+    if (state.open) { markRead(); box.focus(); list.scrollTop = list.scrollHeight; }
+    else if (wasFocused) launcher.focus();
+  }
+  launcher.addEventListener("click", function () { toggle(); });
+  closeButton.addEventListener("click", function () { toggle(false); });
+  root.addEventListener("keydown", function (e) {
+    if (e.key === "Escape" && state.open) { e.stopPropagation(); toggle(false); launcher.focus(); }
+  });
   box.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
   });
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     var body = box.value;
     if (!body.trim()) return;
-    var msg = { client_id: newId(), body: body };
+    var msg = { client_id: newId(), body: body, at: new Date().toISOString() };
     updateOutbox(function (queued) { return queued.concat([msg]); });
     box.value = "";
-    render({ client_id: msg.client_id, sender: "visitor", body: body }, true);
+    render({ client_id: msg.client_id, sender: "visitor", body: body, at: msg.at }, true);
     // Behind anything still waiting to be re-sent, so the server stores them in the order they were typed.
     flushOutbox();
   });
@@ -133,15 +262,25 @@
       state.ready = true;
       state.retry = 0;
       state.recovering = false;  // a new connection has refused nothing
+      note.hidden = true;
+      refreshPending();
       flushOutbox();
+      if (!fired.ready) {
+        emit("ready", { visitor_id: state.visitorId, identified: state.identified });
+        window.dispatchEvent(new CustomEvent("deskbell:ready"));
+      }
     } else if (frame.type === "message") {
       render(frame, false);
       state.shownSeq = Math.max(state.shownSeq, frame.seq);
+      if (frame.sender === "agent" && frame.author) { sub.textContent = T.with + frame.author; sub.hidden = false; }
+      if (state.open) markRead();
+      else if (frame.sender !== "visitor" && frame.seq > readSeq()) setUnread(state.unread + 1);
+      emit("message", frame);
     } else if (frame.type === "ack") {
       delete inflight[frame.client_id];
       dropFromOutbox(frame.client_id);
       var node = state.seen["c:" + frame.client_id];
-      if (node) { node.classList.remove("pending"); node.setAttribute("data-state", "sent"); }
+      if (node) setState(node, "sent", T.sent);
       if (state.recovering) { state.recovering = false; flushOutbox(); }
     } else if (frame.type === "ping") {
       send({ type: "pong" });
@@ -158,11 +297,7 @@
       // Refused for good (too long, invalid): say so beside the message and stop re-sending it.
       dropFromOutbox(frame.client_id);
       var failed = state.seen["c:" + frame.client_id];
-      if (failed) {
-        failed.classList.remove("pending");
-        failed.setAttribute("data-state", "failed");
-        failed.querySelector("small").textContent = "Not delivered: " + frame.message;
-      }
+      if (failed) setState(failed, "failed", T.failed + frame.message);
     }
   }
 
@@ -173,26 +308,54 @@
   function reconnect() {
     state.ready = false;
     inflight = {};
-    setTimeout(connect, backoff());
+    note.hidden = false;
+    refreshPending();
+    clearTimeout(state.timer);
+    state.timer = setTimeout(function () { state.timer = null; connect(); }, backoff());
+  }
+
+  // identify() and setAttributes() change the session body: start a new session with it (once per tick).
+  var restartPending = false;
+  function restartSoon() {
+    if (!state.started || restartPending) return;
+    restartPending = true;
+    setTimeout(function () {
+      restartPending = false;
+      state.stale = true;  // a session request on its way now carries the old context
+      hangUp();
+    });
+  }
+
+  function sessionBody() {
+    var body = { site_key: siteKey, visitor_token: state.token,
+                 page: { url: location.href, title: document.title, referrer: document.referrer },
+                 language: lang, screen: screen.width + "x" + screen.height, attributes: state.attributes };
+    try { body.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { /* old browser */ }
+    if (state.identity) body.identity = state.identity;
+    return JSON.stringify(body);
   }
 
   function connect() {
+    state.started = true;
+    state.stale = false;
     fetch(origin + "/api/v1/widget/session", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ site_key: siteKey, visitor_token: state.token,
-                             page: { url: location.href, title: document.title, referrer: document.referrer } })
+      body: sessionBody()
     }).then(function (r) {
       if (!r.ok) throw new Error("session " + r.status);
       return r.json();
     }).then(function (s) {
       if (s.visitor_id !== state.visitorId) {
-        // A new visitor (first visit, or an expired token): its thread starts empty.
-        if (state.visitorId) { list.textContent = ""; state.seen = {}; state.shownSeq = 0; showOutbox(); }
+        // A new visitor (first visit, an expired token, another identity): its thread starts empty.
+        if (state.visitorId) { clearList(); state.seen = {}; state.shownSeq = 0; setUnread(0); showOutbox(); }
         state.visitorId = s.visitor_id;
       }
+      state.identified = !!s.identified;
       state.token = s.visitor_token; save("token", s.visitor_token);
-      root.querySelector(".head").textContent = s.site_name || "Chat with us";
+      title.textContent = s.site_name || T.title;
+      panel.setAttribute("aria-label", title.textContent);
+      if (state.stale) { reconnect(); return; }
       if (state.mode === "poll") { poll(true); return; }
       var ws = new WebSocket(s.ws_url + "?token=" + encodeURIComponent(s.visitor_token));
       var opened = false;
@@ -204,12 +367,24 @@
       };
       ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore */ } };
       ws.onclose = function (e) {
+        if (state.ws === ws) state.ws = null;
         if (e.code === 4401) { state.token = null; save("token", null); }
-        if (!opened && ++state.wsFailures >= 2) state.mode = "poll";
+        if (!opened && !ws.deliberate && ++state.wsFailures >= 2) state.mode = "poll";
         reconnect();
       };
     }).catch(reconnect);
   }
+
+  // The browser knows before the socket does: drop a socket when the network goes, and when it comes back
+  // skip whatever is left of the backoff.
+  function hangUp() {
+    if (state.ws) { state.ws.deliberate = true; state.ws.close(); }  // not a blocked socket: no long-polling for it
+    if (state.pollAbort) state.pollAbort.abort();
+  }
+  window.addEventListener("offline", hangUp);
+  window.addEventListener("online", function () {
+    if (state.timer) { clearTimeout(state.timer); state.timer = null; state.retry = 0; connect(); }
+  });
 
   // -- long-polling ----------------------------------------------------------------------------------------
   var postQueue = [], posting = false;
@@ -218,7 +393,8 @@
 
   function poll(first) {
     // The first poll answers at once, so the welcome (and the outbox flush) need not wait for a message.
-    fetch(pollUrl() + "&last_seq=" + state.shownSeq + (first ? "&wait=0" : "")).then(function (r) {
+    var abort = state.pollAbort = window.AbortController ? new AbortController() : null;
+    fetch(pollUrl() + "&last_seq=" + state.shownSeq + (first ? "&wait=0" : ""), abort ? { signal: abort.signal } : {}).then(function (r) {
       if (!r.ok) throw r;
       return r.json();
     }).then(function (data) {
@@ -246,12 +422,40 @@
   }
 
   function showOutbox() {
-    state.outbox.forEach(function (m) { render({ client_id: m.client_id, sender: "visitor", body: m.body }, true); });
+    state.outbox.forEach(function (m) { render({ client_id: m.client_id, sender: "visitor", body: m.body, at: m.at }, true); });
   }
 
+  // -- the public API: calls queued by the snippet's stub run first, so identify() is in the first session --
+  var api = {
+    version: 1,
+    open: function () { toggle(true); },
+    close: function () { toggle(false); },
+    toggle: function () { toggle(); },
+    identify: function (who) {
+      who = who || {};
+      state.identity = {};
+      ["external_id", "name", "email", "hash"].forEach(function (k) {
+        if (who[k] != null) state.identity[k] = String(who[k]);
+      });
+      restartSoon();
+    },
+    setAttributes: function (attrs) {
+      for (var k in attrs || {}) state.attributes[k] = attrs[k];
+      restartSoon();
+    },
+    on: function (name, fn) {
+      (handlers[name] = handlers[name] || []).push(fn);
+      if (name === "ready" && fired.ready) fn(fired.ready);
+      return api;
+    }
+  };
+  window.Deskbell = api;
+  labelLauncher();
   // Show what is still waiting to be delivered (even offline), then connect.
   showOutbox();
   (document.body || document.documentElement).appendChild(host);
+  ((stub && stub.q) || []).forEach(function (call) {
+    try { api[call[0]].apply(api, [].slice.call(call, 1)); } catch (e) { setTimeout(function () { throw e; }); }
+  });
   connect();
-  window.Deskbell = { open: function () { toggle(true); }, close: function () { toggle(false); }, toggle: toggle };
 })();
