@@ -63,6 +63,17 @@ async def publish_durable(nc: Client, subject: str, payload: dict[str, Any], msg
         raise BusUnavailable(str(exc) or type(exc).__name__) from exc
 
 
+async def publish_event(nc: Client, subject: str, payload: dict[str, Any]) -> None:
+    """A plain NATS event (no JetStream): published and flushed, or BusUnavailable. Nothing keeps it."""
+    if not nc.is_connected:
+        raise BusUnavailable("not connected to NATS")
+    try:
+        await nc.publish(subject, encode(payload))
+        await nc.flush(timeout=PUBLISH_TIMEOUT)
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BusUnavailable(str(exc) or type(exc).__name__) from exc
+
+
 class SyncBus:
     """One NATS connection on a private event loop thread, for code that is not async (Flask views)."""
 
@@ -96,6 +107,9 @@ class SyncBus:
 
     def publish_durable(self, subject: str, payload: dict[str, Any], msg_id: str) -> PubAck:
         return self.call(publish_durable, subject, payload, msg_id)
+
+    def publish_event(self, subject: str, payload: dict[str, Any]) -> None:
+        self.call(publish_event, subject, payload)
 
     @property
     def connected(self) -> bool:

@@ -122,6 +122,8 @@ class Conversation(TenantScoped, Base):
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
     assignee_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     last_message_preview: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # The highest seq of the visitor's thread an agent has read here; only ever grows (desk/actions/receipts.py).
+    agent_read_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _now()
     last_activity_at: Mapped[datetime] = _now()
 

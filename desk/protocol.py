@@ -41,6 +41,11 @@ class Send:
 
 
 @dataclass(frozen=True)
+class Typing:
+    """The visitor is typing: presence, never stored (the server passes on at most one a second per socket)."""
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
@@ -50,7 +55,7 @@ class Pong:
     pass
 
 
-ClientFrame = Hello | Send | Ping | Pong
+ClientFrame = Hello | Send | Typing | Ping | Pong
 
 
 def validate_client_id(value: Any, limits: Limits) -> str:
@@ -113,18 +118,27 @@ def parse_client_frame(text: str | bytes, limits: Limits) -> ClientFrame:
         return Hello(last_seq)
     if kind == "message":
         return _parse_send(data, limits)
+    if kind == "typing":
+        return Typing()
     if kind == "ping":
         return Ping()
     if kind == "pong":
         return Pong()
-    raise FrameError("unknown_type", "type must be one of hello, message, ping, pong")
+    raise FrameError("unknown_type", "type must be one of hello, message, typing, ping, pong")
 
 
 # Server frames ---------------------------------------------------------------------------------------------
 
 
-def welcome(visitor_id: str, last_seq: int) -> dict[str, Any]:
-    return {"type": "welcome", "visitor_id": visitor_id, "last_seq": last_seq, "protocol": VERSION}
+def welcome(visitor_id: str, last_seq: int, read_seq: int = 0) -> dict[str, Any]:
+    """`read_seq`: the highest seq an agent has read (added to v1 compatibly; old clients ignore it)."""
+    return {
+        "type": "welcome",
+        "visitor_id": visitor_id,
+        "last_seq": last_seq,
+        "protocol": VERSION,
+        "read_seq": read_seq,
+    }
 
 
 def ack(client_id: str, seq: int, conversation_id: str) -> dict[str, Any]:
@@ -142,6 +156,16 @@ def message(stored: dict[str, Any]) -> dict[str, Any]:
         "body": stored["body"],
         "created_at": stored["created_at"],
     }
+
+
+def typing(author: str | None) -> dict[str, Any]:
+    """An agent is typing in the visitor's conversation; the widget shows it for a few seconds."""
+    return {"type": "typing", "author": author}
+
+
+def read(seq: int) -> dict[str, Any]:
+    """An agent has read the thread up to `seq`."""
+    return {"type": "read", "seq": seq}
 
 
 # Errors about a message that the client should send again, unchanged, later; any other error is final.

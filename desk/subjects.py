@@ -78,12 +78,12 @@ DEAD_DELIVERIES = DEAD_HEADER_PREFIX + "Deliveries"
 
 
 def visitor_events(tenant_id: uuid.UUID | str, visitor_id: uuid.UUID | str) -> str:
-    """Stored messages of one visitor thread, for that visitor's sockets."""
+    """Stored messages of one visitor thread, agents typing and read receipts, for that visitor's sockets."""
     return f"desk.ev.{tenant_id}.visitor.{visitor_id}"
 
 
 def agent_events(tenant_id: uuid.UUID | str) -> str:
-    """Everything the consoles of a tenant show live: messages, new and changed conversations."""
+    """Everything the consoles of a tenant show live: messages, new and changed conversations, visitors typing."""
     return f"desk.ev.{tenant_id}.agents"
 
 

@@ -110,6 +110,23 @@ class Agent:
             data={"body": body, "client_id": client_id, "csrf_token": self.csrf(page)},
         )
 
+    def csrf_header(self, conversation_id: str) -> dict[str, str]:
+        """The header console.js sends with its own POSTs: the token from the body's hx-headers."""
+        page = self.conversation_page(conversation_id)
+        match = re.search(r"hx-headers='([^']+)'", page)
+        assert match, "no hx-headers on the page"
+        return json.loads(html.unescape(match.group(1)))
+
+    def typing(self, conversation_id: str) -> httpx.Response:
+        """What console.js posts while the agent types in the composer."""
+        return self.client.post(f"/console/c/{conversation_id}/typing", headers=self.csrf_header(conversation_id))
+
+    def mark_read(self, conversation_id: str, seq: int) -> httpx.Response:
+        """What console.js posts when the open conversation is visible up to `seq`."""
+        return self.client.post(
+            f"/console/c/{conversation_id}/read", data={"seq": str(seq)}, headers=self.csrf_header(conversation_id)
+        )
+
 
 class BackgroundLoop:
     """An event loop on its own thread, for async clients in tests where Playwright owns the main thread's loop."""

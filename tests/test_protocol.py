@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from desk.protocol import FrameError, Hello, Ping, Pong, Send, parse_client_frame
+from desk import protocol
+from desk.protocol import FrameError, Hello, Ping, Pong, Send, Typing, parse_client_frame
 from desk.settings import Limits
 
 LIMITS = Limits()
@@ -30,6 +31,8 @@ def refusal(text: str | bytes, limits: Limits = LIMITS) -> str:
         (frame(type="hello"), Hello(0)),
         (frame(type="message", client_id="c-1", body="Hi, is anyone there?"), Send("c-1", "Hi, is anyone there?")),
         (frame(type="message", client_id="c-2", body="Grüße 👋"), Send("c-2", "Grüße 👋")),
+        (frame(type="typing"), Typing()),
+        (frame(type="typing", extra="ignored"), Typing()),
         (frame(type="ping"), Ping()),
         (frame(type="pong"), Pong()),
         (frame(type="ping").encode(), Ping()),
@@ -48,7 +51,7 @@ def test_each_valid_frame_is_parsed(text: str | bytes, parsed: object) -> None:
         ('"hello"', "invalid_frame"),
         ("null", "invalid_frame"),
         (frame(), "unknown_type"),
-        (frame(type="typing"), "unknown_type"),
+        (frame(type="read", seq=3), "unknown_type"),  # a server frame, not a client one
         (frame(type="hello", last_seq=-1), "invalid_last_seq"),
         (frame(type="hello", last_seq="3"), "invalid_last_seq"),
         (frame(type="hello", last_seq=True), "invalid_last_seq"),
@@ -131,3 +134,25 @@ def test_a_lone_surrogate_is_refused_as_text_postgresql_cannot_store() -> None:
     with pytest.raises(FrameError) as refused:
         parse_client_frame('{"type": "message", "client_id": "c1", "body": "a\\ud800b"}', LIMITS)
     assert (refused.value.code, refused.value.client_id) == ("invalid_body", "c1")
+
+
+def test_welcome_keeps_every_v1_field_and_adds_the_read_position() -> None:
+    assert protocol.welcome("v-1", 7, read_seq=5) == {
+        "type": "welcome",
+        "visitor_id": "v-1",
+        "last_seq": 7,
+        "protocol": 1,
+        "read_seq": 5,
+    }
+    assert protocol.welcome("v-1", 0)["read_seq"] == 0
+
+
+def test_typing_and_read_frames_name_the_agent_and_the_seq() -> None:
+    assert protocol.typing("Dora") == {"type": "typing", "author": "Dora"}
+    assert protocol.read(12) == {"type": "read", "seq": 12}
+
+
+def test_the_unknown_type_error_lists_typing() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(frame(type="teleport"), LIMITS)
+    assert "typing" in refused.value.message

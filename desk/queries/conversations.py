@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 
 from desk.models import Conversation, Message, User, Visitor
 
@@ -47,3 +47,18 @@ def conversation_thread(conversation_id: uuid.UUID, after_seq: int = 0, limit: i
 def conversation_latest(conversation_id: uuid.UUID, limit: int = 1000) -> Select[tuple[Message]]:
     """A conversation's newest `limit` messages, newest first (the page reverses them)."""
     return select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq.desc()).limit(limit)
+
+
+def visitor_read_seq(visitor_id: uuid.UUID) -> Select[tuple[int]]:
+    """The highest seq of a visitor's thread that an agent has read, in any of its conversations (0: none)."""
+    return select(func.coalesce(func.max(Conversation.agent_read_seq), 0)).where(Conversation.visitor_id == visitor_id)
+
+
+def open_conversation_id(visitor_id: uuid.UUID) -> Select[tuple[uuid.UUID]]:
+    """The visitor's open conversation, the one its next message joins (the newest, as the store worker picks)."""
+    return (
+        select(Conversation.id)
+        .where(Conversation.visitor_id == visitor_id, Conversation.status == "open")
+        .order_by(Conversation.created_at.desc())
+        .limit(1)
+    )

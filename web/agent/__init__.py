@@ -1,22 +1,26 @@
-"""The agent console: the inbox, a conversation, replying. Live updates come from web/edge/console.py (SSE)."""
+"""The agent console: the inbox, a conversation, replying, typing and read receipts. Live updates come from
+web/edge/console.py (SSE); typing and read are in docs/architecture.md, "Typing and read receipts"."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 
-from desk import subjects
+from desk import signals, subjects
 from desk.actions.messages import Inbound
-from desk.bus import BusUnavailable
+from desk.actions.receipts import do_mark_read
+from desk.bus import BusUnavailable, SyncBus
 from desk.db import tenant_session
 from desk.models import Conversation, Message, User, Visitor
 from desk.protocol import AGENT_CLIENT_PREFIX, FrameError, validate_body, validate_client_id
 from desk.queries import conversations as q
 
 bp = Blueprint("agent", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.before_request
@@ -38,6 +42,21 @@ def _conversation(conversation_id: uuid.UUID) -> tuple[Conversation, Visitor, li
         visitor = session.get(Visitor, conversation.visitor_id)
         messages = list(session.scalars(q.conversation_latest(conversation.id)))
     return conversation, visitor, messages[::-1]
+
+
+def _visitor_of(conversation_id: uuid.UUID) -> uuid.UUID:
+    with tenant_session(current_user.tenant_id) as session:
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            abort(404, "No such conversation.")
+        return conversation.visitor_id
+
+
+def _bus() -> SyncBus:
+    bus = current_app.extensions["deskbell.bus"]
+    if bus is None:
+        raise BusUnavailable("NATS_URL is not set")
+    return bus
 
 
 def _composer(conversation_id: uuid.UUID, body: str = "", error: str | None = None, client_id: str = "") -> str:
@@ -107,10 +126,7 @@ def reply(conversation_id: uuid.UUID) -> ResponseReturnValue:
         author_name=current_user.name,
     )
     try:
-        bus = current_app.extensions["deskbell.bus"]
-        if bus is None:
-            raise BusUnavailable("NATS_URL is not set")
-        bus.publish_durable(
+        _bus().publish_durable(
             subjects.inbound(current_user.tenant_id, conv.visitor_id),
             inbound.payload(),
             subjects.inbound_msg_id(conv.visitor_id, inbound.client_id),
@@ -121,6 +137,43 @@ def reply(conversation_id: uuid.UUID) -> ResponseReturnValue:
     if request.headers.get("HX-Request"):
         return _composer(conversation_id)
     return redirect(url_for("agent.conversation", conversation_id=conversation_id), 303)
+
+
+@bp.post("/console/c/<uuid:conversation_id>/typing")
+def typing(conversation_id: uuid.UUID) -> ResponseReturnValue:
+    """The agent is typing: a plain NATS event for the visitor's sockets, not stored. console.js sends it at
+    most every 2 s while the agent types."""
+    visitor_id = _visitor_of(conversation_id)
+    try:
+        _bus().publish_event(
+            subjects.visitor_events(current_user.tenant_id, visitor_id), signals.agent_typing(current_user.name)
+        )
+    except BusUnavailable:
+        return "", 503
+    return "", 204
+
+
+@bp.post("/console/c/<uuid:conversation_id>/read")
+def read(conversation_id: uuid.UUID) -> ResponseReturnValue:
+    """The agent has seen the conversation up to `seq`: store it, then tell the visitor's sockets."""
+    try:
+        seq = int(request.form.get("seq", ""))
+        if seq < 0:
+            raise ValueError
+    except ValueError:
+        abort(400, "seq must be a non-negative integer")
+    visitor_id = _visitor_of(conversation_id)
+    with tenant_session(current_user.tenant_id) as session:
+        moved = do_mark_read(session, conversation_id, seq)
+    if moved is not None:
+        try:
+            _bus().publish_event(
+                subjects.visitor_events(current_user.tenant_id, visitor_id), signals.read(conversation_id, moved)
+            )
+        except BusUnavailable as exc:
+            # Stored: the visitor's next welcome carries it.
+            log.warning("console: read event for conversation %s not sent: %s", conversation_id, exc)
+    return "", 204
 
 
 @bp.post("/console/presence")

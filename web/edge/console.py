@@ -1,7 +1,8 @@
 """The consoles' live stream: `/live/console` as Server-Sent Events for htmx's SSE extension.
 
-Events: `inbox` (the conversation list changed: the page re-fetches it) and `message` (an HTML fragment for
-the open conversation, `id:` = its seq). A browser that reconnects sends Last-Event-ID and gets what it
+Events: `inbox` (the conversation list changed: the page re-fetches it), `message` (an HTML fragment for
+the open conversation, `id:` = its seq) and `typing` (the open conversation's visitor is typing: a fragment
+that console.js clears after 4 s). A browser that reconnects sends Last-Event-ID and gets what it
 missed from PostgreSQL, so the stream survives drops without a reload (docs/architecture.md, step 5).
 """
 
@@ -21,11 +22,11 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from desk import subjects
+from desk import signals, subjects
 from desk.actions.messages import as_event
 from desk.bus import BusUnavailable
 from desk.db import system_session, tenant_session
-from desk.models import User
+from desk.models import Conversation, User
 from desk.queries import conversations as q
 from web.edge.hub import Hub
 from web.edge.thread import follows_on
@@ -52,6 +53,17 @@ def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
 def _catch_up(tenant_id: uuid.UUID, conversation_id: uuid.UUID, after_seq: int) -> list[dict[str, Any]]:
     with tenant_session(tenant_id) as session:
         return [as_event(m) for m in session.scalars(q.conversation_thread(conversation_id, after_seq))]
+
+
+def _visitor_of(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> str | None:
+    with tenant_session(tenant_id) as session:
+        conversation = session.get(Conversation, conversation_id)
+        return str(conversation.visitor_id) if conversation else None
+
+
+def render_typing(flask_app: Flask) -> str:
+    with flask_app.app_context():
+        return render_template("agent/_typing.html")
 
 
 def render_message(flask_app: Flask, event: dict[str, Any]) -> str:
@@ -94,6 +106,8 @@ async def console_stream(request: Request) -> Response:
         hub.client()  # refuse now, while a status code can still say so
     except BusUnavailable:
         return JSONResponse({"error": "unavailable", "message": "live updates are unavailable; retrying"}, 503)
+    # Typing events name the visitor (before a first message there is no conversation yet).
+    typing_visitor = await asyncio.to_thread(_visitor_of, user.tenant_id, conversation) if conversation else None
 
     async def thread_events(live: list[dict[str, Any]] | None) -> AsyncIterator[dict[str, Any]]:
         """The open conversation's new messages: from events when they follow on, else from PostgreSQL."""
@@ -127,10 +141,15 @@ async def console_stream(request: Request) -> Response:
                 batch = [await queue.get()]
                 while not queue.empty():  # coalesce a burst into one inbox refresh
                     batch.append(queue.get_nowait())
-                yield {"event": "inbox", "data": ""}
-                live = None if RESYNC in batch else [i["message"] for i in batch if i.get("kind") == "message"]
-                async for event in thread_events(live):
-                    yield event
+                typing = [i for i in batch if i.get("kind") == signals.TYPING]
+                changes = [i for i in batch if i.get("kind") != signals.TYPING]
+                if changes:  # a visitor typing changes no list: no refresh for it
+                    yield {"event": "inbox", "data": ""}
+                    live = None if RESYNC in changes else [i["message"] for i in changes if i.get("kind") == "message"]
+                    async for event in thread_events(live):
+                        yield event
+                if typing_visitor is not None and any(i.get("visitor_id") == typing_visitor for i in typing):
+                    yield {"event": "typing", "data": render_typing(flask_app)}
         finally:
             hub.sockets.discard(resync)
             if subscription is not None:

@@ -1,10 +1,12 @@
 """Long-polling for visitors whose network blocks WebSockets: the same frames, the same guarantees.
 
 `GET /lp/visitor?token=…&last_seq=N` answers `{"frames": [welcome, message…]}` with the thread after N,
-at once if there is any (or with `wait=0`), else when the next message is stored or after the poll timeout.
-`POST /lp/visitor?token=…` takes `{"frames": [...]}` (message and ping frames) and answers their acks,
-errors and pongs, storing messages one at a time. Each request stands alone, so any edge process can serve
-any poll (docs/protocol.md). Bodies are sent as text/plain so that a cross-origin widget needs no CORS preflight.
+at once if there is any (or with `wait=0`), else when the next message is stored, an agent types or reads
+(`typing` and `read` frames follow the messages), or after the poll timeout.
+`POST /lp/visitor?token=…` takes `{"frames": [...]}` (message, typing and ping frames) and answers their
+acks, errors and pongs, storing messages one at a time; at most one `typing` per request is passed on.
+Each request stands alone, so any edge process can serve any poll (docs/protocol.md). Bodies are sent as
+text/plain so that a cross-origin widget needs no CORS preflight.
 """
 
 from __future__ import annotations
@@ -58,11 +60,18 @@ async def poll(request: Request) -> Response:
     if isinstance(link, Response):
         return link
     stored_event = asyncio.Event()
+    heard: list[dict[str, Any]] = []  # typing and read frames heard while waiting
+
+    def on_signal(frame: dict[str, Any]) -> None:
+        heard.append(frame)
+        stored_event.set()
+
     link.on_message = lambda _stored: stored_event.set()
+    link.on_signal = on_signal
     try:
-        current = await link.last_seq()
-        last_seq = min(last_seq, current)  # as hello does: a client ahead of the thread gets all of it
-        frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), current)]
+        state = await link.state()
+        last_seq = min(last_seq, state.last_seq)  # as hello does: a client ahead of the thread gets all of it
+        frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), state.last_seq, state.read_seq)]
         messages = await link.after(last_seq)
         if not messages and request.query_params.get("wait") != "0":
             try:
@@ -70,7 +79,7 @@ async def poll(request: Request) -> Response:
             except TimeoutError:
                 pass
             messages = await link.after(last_seq)
-        frames += [protocol.message(m) for m in messages]
+        frames += [protocol.message(m) for m in messages] + heard
         return _reply(request, {"frames": frames})
     finally:
         await link.close()
@@ -107,6 +116,10 @@ async def send(request: Request) -> Response:
                 continue
             if isinstance(frame, protocol.Ping):
                 answers.append(protocol.PONG)
+            elif isinstance(frame, protocol.Typing):
+                if link.conversation_id is None:
+                    await link.state()  # each request stands alone: learn the conversation once
+                await link.typing()  # the link's own limit: one per request
             elif isinstance(frame, protocol.Send):
                 if failed is not None:  # keep send order: what follows a message to re-send is re-sent too
                     answers.append(protocol.error(failed["code"], failed["message"], frame.client_id))

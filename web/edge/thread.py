@@ -1,7 +1,8 @@
 """A visitor's thread as the edge sees it, whatever the transport (WebSocket or long-polling).
 
 `VisitorLink` subscribes to the thread's events and stores the visitor's messages: it publishes each to
-JetStream and answers `ack` only once PostgreSQL has it (docs/architecture.md, steps 2-5).
+JetStream and answers `ack` only once PostgreSQL has it (docs/architecture.md, steps 2-5). It also passes on
+typing and read signals, which are not stored as messages (docs/architecture.md, "Typing and read receipts").
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from desk import protocol, subjects, tokens
+from desk import bus, protocol, signals, subjects, tokens
 from desk.actions.messages import Inbound, as_event
 from desk.bus import BusUnavailable, publish_durable
 from desk.db import tenant_session
 from desk.models import Site, Visitor
-from desk.queries.conversations import message_by_client_id, thread_after
+from desk.queries.conversations import message_by_client_id, open_conversation_id, thread_after, visitor_read_seq
 from desk.settings import Settings
 from web.edge.hub import Hub
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+# A socket passes on at most one visitor `typing` frame per this many seconds; the rest are dropped.
+TYPING_INTERVAL = 1.0
 
 
 def follows_on(delivered: int, stored: list[dict[str, Any]]) -> bool:
@@ -74,10 +77,24 @@ def _thread_after(claims: tokens.VisitorClaims, after: int) -> list[dict[str, An
         return [as_event(m) for m in session.scalars(thread_after(claims.visitor_id, after, REPLAY_PAGE))]
 
 
-def _last_seq(claims: tokens.VisitorClaims) -> int:
+@dataclass(frozen=True)
+class ThreadState:
+    """What `welcome` says about the thread, and the conversation a visitor's typing belongs to."""
+
+    last_seq: int
+    read_seq: int
+    conversation_id: str | None
+
+
+def _thread_state(claims: tokens.VisitorClaims) -> ThreadState:
     with tenant_session(claims.tenant_id) as session:
         visitor = session.get(Visitor, claims.visitor_id)
-        return visitor.last_seq if visitor else 0
+        conversation_id = session.scalar(open_conversation_id(claims.visitor_id))
+        return ThreadState(
+            last_seq=visitor.last_seq if visitor else 0,
+            read_seq=session.scalar(visitor_read_seq(claims.visitor_id)) or 0,
+            conversation_id=str(conversation_id) if conversation_id else None,
+        )
 
 
 def _stored(claims: tokens.VisitorClaims, client_id: str) -> dict[str, Any] | None:
@@ -87,7 +104,8 @@ def _stored(claims: tokens.VisitorClaims, client_id: str) -> dict[str, Any] | No
 
 
 class VisitorLink:
-    """One connection's view of a visitor thread; `on_message` hears every stored message of the thread."""
+    """One connection's view of a visitor thread; `on_message` hears every stored message of the thread,
+    `on_signal` every `typing` and `read` frame for the visitor."""
 
     def __init__(
         self,
@@ -98,8 +116,11 @@ class VisitorLink:
     ) -> None:
         self.hub, self.claims, self.limits = hub, claims, config.limits
         self.on_message = on_message
+        self.on_signal: Callable[[dict[str, Any]], None] | None = None
         self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.subscription: Subscription | None = None
+        self.conversation_id: str | None = None  # the visitor's open conversation, as last heard
+        self._typing_at = float("-inf")
 
     async def open(self) -> None:
         """Subscribe before reading PostgreSQL, so nothing stored in between is missed."""
@@ -114,9 +135,16 @@ class VisitorLink:
 
     async def _on_event(self, msg: Msg) -> None:
         event = json.loads(msg.data)
-        if event.get("kind") != "message":
+        kind = event.get("kind")
+        if kind in (signals.TYPING, signals.READ):
+            if self.on_signal is not None:
+                frame = protocol.typing(event.get("author")) if kind == signals.TYPING else protocol.read(event["seq"])
+                self.on_signal(frame)
+            return
+        if kind != "message":
             return
         stored = event["message"]
+        self.conversation_id = stored["conversation_id"]
         future = self.waiting.get(stored["client_id"]) if stored["sender"] == "visitor" else None
         if future is not None and not future.done():
             future.set_result(stored)
@@ -129,8 +157,23 @@ class VisitorLink:
         """Up to REPLAY_PAGE stored messages with seq > `seq`, in order, from PostgreSQL."""
         return await asyncio.to_thread(_thread_after, self.claims, seq)
 
-    async def last_seq(self) -> int:
-        return await asyncio.to_thread(_last_seq, self.claims)
+    async def state(self) -> ThreadState:
+        state = await asyncio.to_thread(_thread_state, self.claims)
+        self.conversation_id = state.conversation_id or self.conversation_id
+        return state
+
+    async def typing(self) -> None:
+        """Tell the consoles the visitor is typing: a plain event, at most one per TYPING_INTERVAL, and never
+        an error (a lost one only hides the indicator for a moment)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._typing_at < TYPING_INTERVAL:
+            return
+        self._typing_at = now
+        event = signals.visitor_typing(self.claims.visitor_id, self.conversation_id)
+        try:
+            await self.hub.client().publish(subjects.agent_events(self.claims.tenant_id), bus.encode(event))
+        except Exception as exc:  # nats-py raises several kinds while disconnected
+            log.info("edge: typing event for visitor %s not sent: %s", self.claims.visitor_id, exc)
 
     async def store(self, frame: protocol.Send) -> dict[str, Any]:
         """Publish a visitor's message and return its `ack` once stored, or an error frame to retry on."""
@@ -157,6 +200,7 @@ class VisitorLink:
                 stored = await asyncio.to_thread(_stored, claims, frame.client_id)
                 if stored is None:
                     return protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
+            self.conversation_id = stored["conversation_id"]
             return protocol.ack(frame.client_id, stored["seq"], stored["conversation_id"])
         finally:
             self.waiting.pop(frame.client_id, None)

@@ -1,8 +1,9 @@
 """A visitor's WebSocket: `/ws/visitor?token=…` (docs/protocol.md, steps 2-3).
 
-Four tasks per socket: `_receive` reads and validates frames; `_send_outbox` stores the visitor's messages
-one at a time (so seq order is send order) through web/edge/thread.py; `_deliver` sends the thread in seq
-order with no gap and no duplicate, from NATS events when they line up and from PostgreSQL when they do not;
+Four tasks per socket: `_receive` reads and validates frames (and passes `typing` on at once); `_send_outbox`
+stores the visitor's messages one at a time (so seq order is send order) through web/edge/thread.py;
+`_deliver` sends the thread in seq order with no gap and no duplicate, from NATS events when they line up and
+from PostgreSQL when they do not, and the `typing` and `read` frames in the order their events came;
 `_heartbeat` pings. When any of them ends, the socket closes and the client reconnects and catches up.
 """
 
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -32,10 +33,17 @@ GONE = (WebSocketDisconnect, RuntimeError)
 log = logging.getLogger(__name__)
 
 
+class Signal(NamedTuple):
+    """A `typing` or `read` frame on the delivery queue: sent as it is, in turn with the messages."""
+
+    frame: dict[str, Any]
+
+
 class VisitorSocket:
     def __init__(self, ws: WebSocket, link: VisitorLink, config: Settings) -> None:
         self.ws, self.link, self.limits = ws, link, config.limits
         link.on_message = self._on_stored
+        link.on_signal = self._on_signal
         self.delivered: int | None = None  # highest seq sent on this socket; None until `hello`
         self.outbox: asyncio.Queue[protocol.Send] = asyncio.Queue(config.limits.pending_messages)
         self.deliveries: asyncio.Queue[Any] = asyncio.Queue()
@@ -48,6 +56,9 @@ class VisitorSocket:
     def _on_stored(self, stored: dict[str, Any]) -> None:
         self.deliveries.put_nowait(stored)
 
+    def _on_signal(self, frame: dict[str, Any]) -> None:
+        self.deliveries.put_nowait(Signal(frame))
+
     def resync(self) -> None:
         """Called by the hub after NATS reconnects: events sent meanwhile are gone, PostgreSQL has them."""
         self.deliveries.put_nowait(RESYNC)
@@ -57,6 +68,9 @@ class VisitorSocket:
             item = await self.deliveries.get()
             if self.delivered is None:
                 continue  # before hello: the hello replay reads PostgreSQL, which already has it
+            if isinstance(item, Signal):
+                await self.send(item.frame)  # a missed `read` is in the next welcome; `typing` is fleeting
+                continue
             if item is not RESYNC and item["seq"] <= self.delivered:
                 continue
             if item is not RESYNC and follows_on(self.delivered, [item]):
@@ -72,9 +86,9 @@ class VisitorSocket:
                     break
 
     async def _hello(self, hello: protocol.Hello) -> None:
-        last_seq = await self.link.last_seq()
-        await self.send(protocol.welcome(str(self.link.claims.visitor_id), last_seq))
-        self.delivered = min(hello.last_seq, last_seq)
+        state = await self.link.state()
+        await self.send(protocol.welcome(str(self.link.claims.visitor_id), state.last_seq, state.read_seq))
+        self.delivered = min(hello.last_seq, state.last_seq)
         self.resync()
 
     async def _send_outbox(self) -> None:
@@ -112,6 +126,9 @@ class VisitorSocket:
                 continue
             if isinstance(frame, protocol.Ping):
                 await self.send(protocol.PONG)
+            elif isinstance(frame, protocol.Typing):
+                if self.delivered is not None:  # before hello the conversation is not known yet: ignored
+                    await self.link.typing()
             elif isinstance(frame, protocol.Hello):
                 await self._hello(frame)
             elif isinstance(frame, protocol.Send):

@@ -1,0 +1,33 @@
+"""Typing and read events: presence-like signals on plain NATS, never queued in JetStream.
+
+Their subjects are desk/subjects.py's; how they travel is in docs/architecture.md ("Typing and read receipts").
+A lost typing event only hides an indicator for a few seconds; a read position is stored first
+(`conversations.agent_read_seq`), so a visitor who missed the event gets it in the next `welcome`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+TYPING = "typing"
+READ = "read"
+
+
+def visitor_typing(visitor_id: uuid.UUID | str, conversation_id: uuid.UUID | str | None) -> dict[str, Any]:
+    """On `agent_events(tenant)`: a visitor is typing (the conversation is null before their first message)."""
+    return {
+        "kind": TYPING,
+        "visitor_id": str(visitor_id),
+        "conversation_id": str(conversation_id) if conversation_id else None,
+    }
+
+
+def agent_typing(author: str | None) -> dict[str, Any]:
+    """On `visitor_events(tenant, visitor)`: an agent is typing to this visitor."""
+    return {"kind": TYPING, "author": author}
+
+
+def read(conversation_id: uuid.UUID | str, seq: int) -> dict[str, Any]:
+    """On `visitor_events(tenant, visitor)`: an agent has read the visitor's thread up to `seq`."""
+    return {"kind": READ, "conversation_id": str(conversation_id), "seq": seq}
