@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +52,8 @@ class Settings:
     port: int
     public_url: str | None  # where browsers reach us; None: the host of each request
     limits: Limits = field(default_factory=Limits)
+    # Reverse proxies whose X-Forwarded-For/Proto/Host we believe; empty: believe no one.
+    trusted_proxies: tuple[Network, ...] = ()
 
     @property
     def development(self) -> bool:
@@ -68,6 +73,15 @@ def _secret_key(env: str, data_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _networks(name: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDR blocks; a bad entry stops the process rather than trusting too much."""
+    raw = os.environ.get(name, "")
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise RuntimeError(f"{name}: {exc}") from None
 
 
 def load() -> Settings:
@@ -92,4 +106,5 @@ def load() -> Settings:
         port=port,
         public_url=(os.environ.get("PUBLIC_URL") or "").rstrip("/") or None,
         limits=limits,
+        trusted_proxies=_networks("TRUSTED_PROXIES"),
     )

@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 from asgiref.sync import sync_to_async
 from asgiref.wsgi import WsgiToAsgi, WsgiToAsgiInstance
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from desk import settings
-from web import create_app
+from web import create_app, security
 from web.edge import polling
 from web.edge.console import console_stream
 from web.edge.hub import Hub
@@ -58,7 +59,10 @@ def build() -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
         if config.development:
-            log.warning("development mode: plain HTTP, secure cookies off; set DESKBELL_ENV=production to serve")
+            log.warning(
+                "development mode: plain HTTP from loopback only, secure cookies off; "
+                "set DESKBELL_ENV=production to serve"
+            )
         yield
         await hub.stop()
 
@@ -70,6 +74,8 @@ def build() -> Starlette:
             Route("/lp/visitor", polling.send, methods=["POST"]),
             Mount("/", app=ThreadedWsgiToAsgi(flask_app)),
         ],
+        # TLS in production, loopback in development, X-Forwarded-* from trusted proxies only: for every route.
+        middleware=[Middleware(security.Transport, config=config)],
         lifespan=lifespan,
     )
     app.state.config = config
