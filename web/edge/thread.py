@@ -201,6 +201,7 @@ class VisitorLink:
                 if stored is None:
                     return protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
             self.conversation_id = stored["conversation_id"]
+            self._typing_at = float("-inf")  # typing after a message is a new burst: pass its first on
             return protocol.ack(frame.client_id, stored["seq"], stored["conversation_id"])
         finally:
             self.waiting.pop(frame.client_id, None)

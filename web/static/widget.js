@@ -18,13 +18,13 @@
     open: "打开聊天", close: "关闭聊天", title: "在线客服", welcome: "您好！有什么可以帮您？", message: "消息",
     placeholder: "输入消息…", send: "发送", you: "您", agent: "客服", sending: "发送中…", queued: "尚未送达",
     sent: "已发送", failed: "未送达：", offline: "网络已断开，恢复后会自动发送您的消息。", unread: " 条未读",
-    with: "客服：", chat: "聊天"
+    with: "客服：", chat: "聊天", typing: " 正在输入…", read: "已读"
   } : {
     open: "Open chat", close: "Close chat", title: "Chat with us", welcome: "Hi! How can we help?", message: "Message",
     placeholder: "Type a message…", send: "Send", you: "You", agent: "Agent", sending: "Sending…",
     queued: "Not delivered yet", sent: "Sent", failed: "Not delivered: ",
     offline: "You are offline. Your messages will be sent when the connection is back.", unread: " unread",
-    with: "Chatting with ", chat: "Chat"
+    with: "Chatting with ", chat: "Chat", typing: " is typing…", read: "Read"
   };
 
   function load(key, fallback) {
@@ -43,7 +43,7 @@
   var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
                 ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null,
                 recovering: false, unread: 0, read: load("read", null), identity: null, attributes: {},
-                started: false, stale: false, timer: null };
+                started: false, stale: false, timer: null, agentRead: 0 };
 
   // -- events and the JS API -------------------------------------------------------------------------------
   var handlers = {}, fired = {};
@@ -87,6 +87,7 @@
     ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.pending{opacity:.7}.m.welcome{align-self:flex-start}" +
     ".m small{display:block;color:#667085;font-size:11px}.m .meta{text-align:right;margin-top:2px}.m a{color:#1d4ed8;text-decoration:underline}" +
     ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] .st{color:#b42318}" +
+    ".typing{padding:2px 12px;font-size:12px;font-style:italic;color:#667085;background:#f5f6f8}" +
     "form{display:flex;align-items:flex-end;border-top:1px solid #e4e7ec;background:#fff}" +
     "textarea{flex:1;border:0;padding:12px;resize:none;outline:none;background:none;color:inherit;max-height:120px}" +
     "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:12px 16px;cursor:pointer}" +
@@ -107,10 +108,11 @@
   var closeButton = h("button", "x", { type: "button", "aria-label": T.close }, [svg("M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z")]);
   var note = h("div", "note", { role: "status", hidden: "" }, [T.offline]);
   var list = h("div", "list", { role: "log", "aria-live": "polite", tabindex: "0", "aria-label": T.chat });
+  var typingNote = h("div", "typing", { "aria-live": "polite", hidden: "" });
   var box = h("textarea", "", { rows: "2", "aria-label": T.message, placeholder: T.placeholder });
   var form = h("form", "", {}, [box, h("button", "", { type: "submit" }, [T.send])]);
   var panel = h("div", "panel", { role: "dialog", "aria-label": T.title, id: "deskbell-panel" },
-                [h("div", "head", {}, [h("div", "", {}, [title, sub]), closeButton]), note, list, form]);
+                [h("div", "head", {}, [h("div", "", {}, [title, sub]), closeButton]), note, list, typingNote, form]);
   var badge = h("span", "badge", { "aria-hidden": "true", hidden: "" });
   var launcher = h("button", "launch", { type: "button", "aria-controls": "deskbell-panel", "aria-expanded": "false" },
                    [svg("M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"), badge]);
@@ -150,6 +152,27 @@
     var st = node.querySelector(".st");
     if (st) st.textContent = text;
   }
+  // Read receipts: the visitor's own messages with a seq up to the agents' read position show "Read".
+  function showRead(node) {
+    var seq = +node.getAttribute("data-seq");
+    if (seq && seq <= state.agentRead && node.getAttribute("data-state") === "sent") setState(node, "read", T.read);
+  }
+  function setAgentRead(seq) {
+    if (!(seq > state.agentRead)) return;
+    state.agentRead = seq;
+    list.querySelectorAll(".m.visitor[data-seq]").forEach(showRead);
+  }
+
+  // Typing, both ways: the visitor's at most every 2 s while typing; an agent's shown for 4 s after the last.
+  var typingSentAt = 0, typingTimer = null;
+  function hideTyping() { clearTimeout(typingTimer); typingNote.hidden = true; }
+  box.addEventListener("input", function () {
+    var now = Date.now();
+    if (!state.ready || !box.value || now - typingSentAt < 2000) return;
+    typingSentAt = now;
+    send({ type: "typing" });
+  });
+
   function pendingText() { return state.ready ? T.sending : T.queued; }
   function refreshPending() {
     state.outbox.forEach(function (m) {
@@ -175,8 +198,10 @@
       time.setAttribute("datetime", frame.created_at);
       time.textContent = clock(frame.created_at);
     }
+    if (frame.seq) node.setAttribute("data-seq", frame.seq);
     if (pending) setState(node, "sending", pendingText());
-    else if (node.getAttribute("data-state") !== "failed") setState(node, "sent", T.sent);
+    else if (!/failed|read/.test(node.getAttribute("data-state"))) setState(node, "sent", T.sent);
+    if (mine) showRead(node);
     list.scrollTop = list.scrollHeight;
   }
 
@@ -221,6 +246,7 @@
     var msg = { client_id: newId(), body: body, at: new Date().toISOString() };
     updateOutbox(function (queued) { return queued.concat([msg]); });
     box.value = "";
+    typingSentAt = 0;  // the next keystroke starts a new message: say so at once
     render({ client_id: msg.client_id, sender: "visitor", body: body, at: msg.at }, true);
     // Behind anything still waiting to be re-sent, so the server stores them in the order they were typed.
     flushOutbox();
@@ -263,6 +289,7 @@
       state.retry = 0;
       state.recovering = false;  // a new connection has refused nothing
       note.hidden = true;
+      setAgentRead(frame.read_seq);
       refreshPending();
       flushOutbox();
       if (!fired.ready) {
@@ -273,6 +300,7 @@
       render(frame, false);
       state.shownSeq = Math.max(state.shownSeq, frame.seq);
       if (frame.sender === "agent" && frame.author) { sub.textContent = T.with + frame.author; sub.hidden = false; }
+      if (frame.sender !== "visitor") hideTyping();
       if (state.open) markRead();
       else if (frame.sender !== "visitor" && frame.seq > readSeq()) setUnread(state.unread + 1);
       emit("message", frame);
@@ -280,8 +308,19 @@
       delete inflight[frame.client_id];
       dropFromOutbox(frame.client_id);
       var node = state.seen["c:" + frame.client_id];
-      if (node) setState(node, "sent", T.sent);
+      if (node) {
+        node.setAttribute("data-seq", frame.seq);
+        if (node.getAttribute("data-state") !== "read") setState(node, "sent", T.sent);
+        showRead(node);
+      }
       if (state.recovering) { state.recovering = false; flushOutbox(); }
+    } else if (frame.type === "typing") {
+      typingNote.textContent = (frame.author || T.agent) + T.typing;
+      typingNote.hidden = false;
+      clearTimeout(typingTimer);
+      typingTimer = setTimeout(hideTyping, 4000);
+    } else if (frame.type === "read") {
+      setAgentRead(frame.seq);
     } else if (frame.type === "ping") {
       send({ type: "pong" });
     } else if (frame.type === "error" && frame.client_id) {
@@ -348,7 +387,7 @@
     }).then(function (s) {
       if (s.visitor_id !== state.visitorId) {
         // A new visitor (first visit, an expired token, another identity): its thread starts empty.
-        if (state.visitorId) { clearList(); state.seen = {}; state.shownSeq = 0; setUnread(0); showOutbox(); }
+        if (state.visitorId) { clearList(); state.seen = {}; state.shownSeq = 0; state.agentRead = 0; setUnread(0); showOutbox(); }
         state.visitorId = s.visitor_id;
       }
       state.identified = !!s.identified;
