@@ -158,3 +158,19 @@ def start_conversation(base_url: str, site_key: str, body: str = "Hello?") -> st
         return conversation_id
 
     return asyncio.run(scenario())
+
+
+def logged_in_agent(base_url: str, tenant: dict[str, Any]) -> Agent:
+    """The tenant's first agent, logged in to the console over HTTP."""
+    agent = Agent(base_url)
+    login = tenant["agents"][0]
+    assert agent.login(login["email"], login["password"]).status_code == 200
+    return agent
+
+
+def log_in_page(page: Any, base_url: str, login: dict[str, str]) -> None:
+    """Log an agent in through the login form of a Playwright page."""
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Email").fill(login["email"])
+    page.get_by_label("Password").fill(login["password"])
+    page.get_by_role("button", name="Log in").click()

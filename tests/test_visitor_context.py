@@ -14,7 +14,7 @@ from sqlalchemy import select
 from desk.db import system_session
 from desk.models import Visitor as VisitorRow
 from desk.visitor_context import TRAIL_LENGTH, location
-from tests.clients import Agent, Visitor
+from tests.clients import Agent, Visitor, logged_in_agent
 from tests.conftest import Stack
 
 CHROME_ANDROID = (
@@ -43,10 +43,7 @@ def start_conversation(stack: Stack, site_key: str) -> tuple[str, str]:
 
 
 def agent_for(stack: Stack, tenant: dict[str, Any]) -> Agent:
-    agent = Agent(stack.base_url)
-    login = tenant["agents"][0]
-    assert agent.login(login["email"], login["password"]).status_code == 200
-    return agent
+    return logged_in_agent(stack.base_url, tenant)
 
 
 def stored(visitor_id: str) -> VisitorRow:

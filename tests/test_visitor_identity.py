@@ -15,7 +15,7 @@ from sqlalchemy import select
 from desk.db import system_session
 from desk.models import Site
 from desk.visitor_context import identity_hash
-from tests.clients import Agent, Visitor
+from tests.clients import Agent, Visitor, logged_in_agent
 from tests.conftest import Stack
 
 
@@ -45,10 +45,7 @@ def say(stack: Stack, site_key: str, token: str, body: str) -> tuple[dict[str, A
 
 
 def agent_for(stack: Stack, tenant: dict[str, Any]) -> Agent:
-    agent = Agent(stack.base_url)
-    login = tenant["agents"][0]
-    assert agent.login(login["email"], login["password"]).status_code == 200
-    return agent
+    return logged_in_agent(stack.base_url, tenant)
 
 
 def test_a_correct_hash_identifies_the_visitor_to_the_agent(stack: Stack) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
+from tests.clients import log_in_page
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.browser
@@ -17,10 +18,7 @@ def test_visitor_widget_and_agent_console_exchange_messages(stack: Stack, browse
     agent_login = tenant["agents"][0]
 
     agent = browser.new_context().new_page()
-    agent.goto(f"{stack.base_url}/login")
-    agent.get_by_label("Email").fill(agent_login["email"])
-    agent.get_by_label("Password").fill(agent_login["password"])
-    agent.get_by_role("button", name="Log in").click()
+    log_in_page(agent, stack.base_url, agent_login)
     expect(agent.get_by_text("No conversations yet.")).to_be_visible()
 
     visitor = browser.new_context().new_page()

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.clients import BackgroundLoop, Visitor
+from tests.clients import BackgroundLoop, Visitor, log_in_page
 from tests.conftest import Stack
 from tests.faults.proxy import Proxy
 
@@ -36,10 +36,7 @@ def test_console_catches_up_after_its_update_stream_drops(stack: Stack, browser:
         try:
             agent = browser.new_context().new_page()
             console = f"http://127.0.0.1:{proxy.port}"
-            agent.goto(f"{console}/login")
-            agent.get_by_label("Email").fill(login["email"])
-            agent.get_by_label("Password").fill(login["password"])
-            agent.get_by_role("button", name="Log in").click()
+            log_in_page(agent, console, login)
             agent.goto(f"{console}/console/c/{conversation}")
             expect(agent.locator("#thread .msg-visitor", has_text="Before the drop")).to_be_visible()
             agent.wait_for_timeout(500)  # the stream is open

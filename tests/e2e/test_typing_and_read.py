@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, expect
 
+from tests.clients import log_in_page
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.browser
@@ -15,10 +16,7 @@ def test_typing_shows_on_both_sides_and_the_visitors_message_turns_read(stack: S
     login = tenant["agents"][0]
 
     agent = browser.new_context().new_page()
-    agent.goto(f"{stack.base_url}/login")
-    agent.get_by_label("Email").fill(login["email"])
-    agent.get_by_label("Password").fill(login["password"])
-    agent.get_by_role("button", name="Log in").click()
+    log_in_page(agent, stack.base_url, login)
     expect(agent.get_by_text("No conversations yet.")).to_be_visible()
 
     visitor = browser.new_context().new_page()
