@@ -63,6 +63,9 @@ def release() -> None:
 @click.option("--site-name", default=DEMO["site_name"], show_default=True)
 @click.option("--origin", "origins", multiple=True, help="Allowed browser origin for the widget (repeatable).")
 @click.option("--agent", "agents", multiple=True, help="Also create an agent with this email (repeatable).")
+@click.option("--welcome", "welcomes", multiple=True, metavar="LANG=TEXT", help="Widget welcome text, en or zh.")
+@click.option("--color", default=None, metavar="#RRGGBB", help="Widget colour.")
+@click.option("--position", type=click.Choice(["right", "left"]), default=None, help="Widget corner.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 def bootstrap(
     slug: str,
@@ -71,10 +74,22 @@ def bootstrap(
     site_name: str,
     origins: tuple[str, ...],
     agents: tuple[str, ...],
+    welcomes: tuple[str, ...],
+    color: str | None,
+    position: str | None,
     as_json: bool,
 ) -> None:
-    """Create a tenant with a site and an owner, without prompts; safe to run again."""
+    """Create a tenant with a site and an owner, without prompts; safe to run again (widget options then update)."""
     import secrets
+
+    from desk import widget_settings
+
+    if bad := [w for w in welcomes if "=" not in w]:
+        raise click.BadParameter(f"expected LANG=TEXT, got {bad[0]!r}", param_hint="--welcome")
+    try:
+        widget = widget_settings.parse(dict(w.split("=", 1) for w in welcomes), color, position)
+    except widget_settings.InvalidSetting as exc:
+        raise click.UsageError(str(exc)) from exc
 
     from sqlalchemy import select
 
@@ -90,6 +105,7 @@ def bootstrap(
             owner_email=owner_email,
             site_name=site_name,
             allowed_origins=list(origins),
+            widget=widget,
         )
         tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
     created_agents = []

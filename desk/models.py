@@ -64,6 +64,8 @@ class Site(TenantScoped, Base):
     identity_secret: Mapped[str] = mapped_column(String(128), default=lambda: secrets.token_urlsafe(32))
     # Browser origins allowed to open the widget; empty means any origin (a fresh site before it is configured).
     allowed_origins: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    # The widget's look: welcome text per language, colour, position (desk/widget_settings.py; docs/widget.md).
+    widget: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     created_at: Mapped[datetime] = _now()
 
     def allows_origin(self, origin: str | None) -> bool:

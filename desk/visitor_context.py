@@ -28,6 +28,9 @@ from desk.protocol import storable
 
 PAGE_FIELDS = {"url": 2000, "title": 500, "referrer": 2000}
 IDENTITY_FIELDS = {"external_id": 200, "name": 200, "email": 320}
+EMAIL_CHARS = 320
+# "Looks like an email": something@something.tld without spaces; the reply, not a regex, is the real check.
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 UTM_CHARS = 200
 TRAIL_LENGTH = 50
@@ -84,6 +87,18 @@ def parse_identity(value: Any) -> Identity | None:
     if not isinstance(given_hash, str):
         raise InvalidField("invalid_identity", "identity.hash must be a string")
     return Identity(fields["external_id"], given_hash, fields["name"], fields["email"])
+
+
+def parse_email(value: Any) -> str | None:
+    """The email an anonymous visitor leaves with a message when no agent is online, or None when not given."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidField("invalid_email", "email must be a string")
+    email = value.strip()
+    if len(email) > EMAIL_CHARS or not storable(email) or not EMAIL.fullmatch(email):
+        raise InvalidField("invalid_email", f"email must look like an email address, at most {EMAIL_CHARS} characters")
+    return email
 
 
 def identity_hash(secret: str, external_id: str) -> str:
@@ -221,12 +236,22 @@ def _new_visitor(session: Session, site_id: uuid.UUID) -> Visitor:
 
 
 def record_visit(
-    visitor: Visitor, identity: Identity | None, page: dict[str, str], found: dict[str, Any], at: datetime | None = None
+    visitor: Visitor,
+    identity: Identity | None,
+    page: dict[str, str],
+    found: dict[str, Any],
+    at: datetime | None = None,
+    email: str | None = None,
 ) -> None:
-    """Apply one session request to the visitor: a proved identity's name and email, the page, trail and context."""
+    """Apply one session request to the visitor: a proved identity's name and email, the page, trail and context.
+
+    An `email` the visitor typed is kept only for anonymous visitors: an identified one keeps the site's, proved one.
+    """
     if identity is not None:
         visitor.name = identity.name or visitor.name
         visitor.email = identity.email or visitor.email
+    elif email and visitor.external_id is None:
+        visitor.email = email
     if page:
         visitor.page = page
     if page.get("url"):

@@ -110,12 +110,16 @@ class Agent:
             data={"body": body, "client_id": client_id, "csrf_token": self.csrf(page)},
         )
 
-    def csrf_header(self, conversation_id: str) -> dict[str, str]:
+    def csrf_header(self, conversation_id: str | None = None) -> dict[str, str]:
         """The header console.js sends with its own POSTs: the token from the body's hx-headers."""
-        page = self.conversation_page(conversation_id)
+        page = self.conversation_page(conversation_id) if conversation_id else self.client.get("/console").text
         match = re.search(r"hx-headers='([^']+)'", page)
         assert match, "no hx-headers on the page"
         return json.loads(html.unescape(match.group(1)))
+
+    def set_presence(self, presence: str) -> httpx.Response:
+        """The console's presence menu: online, away or offline."""
+        return self.client.post("/console/presence", data={"presence": presence}, headers=self.csrf_header())
 
     def typing(self, conversation_id: str) -> httpx.Response:
         """What console.js posts while the agent types in the composer."""

@@ -118,8 +118,11 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
         process.wait(5)
 
-    def bootstrap(self, *agents: str, origins: tuple[str, ...] = ()) -> dict[str, object]:
-        """A new tenant via `deskbell bootstrap --json`, as a scripted install would make it."""
+    def bootstrap(
+        self, *agents: str, origins: tuple[str, ...] = (), options: tuple[str, ...] = ()
+    ) -> dict[str, object]:
+        """A new tenant via `deskbell bootstrap --json`, as a scripted install would make it; `options` are more
+        of its command-line options (the widget's settings)."""
         slug = "t-" + secrets.token_hex(4)
         args = [sys.executable, "-m", "desk.cli", "bootstrap", "--json", "--slug", slug, "--name", slug]
         args += ["--owner-email", f"owner@{slug}.test"]
@@ -127,6 +130,7 @@ class Stack:
             args += ["--agent", f"{agent}@{slug}.test"]
         for origin in origins:
             args += ["--origin", origin]
+        args += options
         out = subprocess.run(args, env=self.env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
         return json.loads(out)
 

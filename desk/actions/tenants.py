@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,8 +31,12 @@ def do_bootstrap_tenant(
     site_name: str,
     allowed_origins: list[str],
     owner_password: str | None = None,
+    widget: dict[str, Any] | None = None,
 ) -> Bootstrapped:
-    """Create the tenant, a site and an owner unless the tenant exists; safe to run again. Commits."""
+    """Create the tenant, a site and an owner unless the tenant exists; safe to run again. Commits.
+
+    `widget` (desk/widget_settings.py, validated) is merged into the first site's settings, also when the tenant exists.
+    """
     tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
     if tenant is not None:
         site = session.scalar(select(Site).where(Site.tenant_id == tenant.id).order_by(Site.created_at))
@@ -39,12 +44,15 @@ def do_bootstrap_tenant(
             select(User).where(User.tenant_id == tenant.id, User.role == "owner").order_by(User.created_at)
         )
         assert site is not None and owner is not None, f"tenant {slug} exists without a site or an owner"
+        if widget:
+            site.widget = {**site.widget, **widget}
+            session.commit()
         return Bootstrapped(slug, site.site_key, owner.email, None, created=False)
     password = owner_password or secrets.token_urlsafe(12)
     tenant = Tenant(name=name, slug=slug)
     session.add(tenant)
     session.flush()
-    site = Site(tenant_id=tenant.id, name=site_name, allowed_origins=allowed_origins)
+    site = Site(tenant_id=tenant.id, name=site_name, allowed_origins=allowed_origins, widget=widget or {})
     owner = User(
         tenant_id=tenant.id,
         email=owner_email.lower(),

@@ -12,9 +12,10 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from desk import tokens, visitor_context
+from desk import tokens, visitor_context, widget_settings
 from desk.db import system_session, tenant_session
 from desk.models import Site, Tenant
+from desk.queries.agents import online_agent
 from desk.settings import Settings
 
 bp = Blueprint("widget_api", __name__)
@@ -60,6 +61,7 @@ def create_session() -> ResponseReturnValue:
     try:
         identity = visitor_context.parse_identity(data.get("identity"))
         client = visitor_context.parse_client(data)
+        email = visitor_context.parse_email(data.get("email"))
     except visitor_context.InvalidField as exc:
         return _error(400, exc.code, exc.message)
     with system_session() as session:
@@ -82,8 +84,9 @@ def create_session() -> ResponseReturnValue:
         visitor = visitor_context.find_visitor(
             session, site.id, claims.visitor_id if claims else None, proved.external_id if proved else None
         )
-        visitor_context.record_visit(visitor, proved, page, found)
+        visitor_context.record_visit(visitor, proved, page, found, email=email)
         session.commit()
+        agents_online = session.scalar(online_agent()) is not None
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
     identification: dict[str, Any] = {"identified": proved is not None}
     if identity is not None and proved is None:
@@ -95,6 +98,8 @@ def create_session() -> ResponseReturnValue:
         visitor_id=str(claims.visitor_id),
         ws_url=f"{ws_base}/ws/visitor",
         site_name=site.name,
+        agents_online=agents_online,
+        widget=widget_settings.effective(site.widget),
         **identification,
     )
 
