@@ -14,18 +14,24 @@
   var origin = new URL(script.src, location.href).origin;
   var store = "deskbell:" + siteKey + ":";
   var lang = navigator.language || "en";
-  var T = /^zh/i.test(lang) ? {
+  var zh = /^zh/i.test(lang);
+  var T = zh ? {
     open: "打开聊天", close: "关闭聊天", title: "在线客服", welcome: "您好！有什么可以帮您？", message: "消息",
     placeholder: "输入消息…", send: "发送", you: "您", agent: "客服", sending: "发送中…", queued: "尚未送达",
     sent: "已发送", failed: "未送达：", offline: "网络已断开，恢复后会自动发送您的消息。", unread: " 条未读",
-    with: "客服：", chat: "聊天", typing: " 正在输入…", read: "已读"
+    with: "客服：", chat: "聊天", typing: " 正在输入…", read: "已读", online: "在线 — 我们会在几分钟内回复",
+    away: "离开 — 请给我们留言", email: "您的邮箱，方便我们回复", emoji: "表情"
   } : {
     open: "Open chat", close: "Close chat", title: "Chat with us", welcome: "Hi! How can we help?", message: "Message",
     placeholder: "Type a message…", send: "Send", you: "You", agent: "Agent", sending: "Sending…",
     queued: "Not delivered yet", sent: "Sent", failed: "Not delivered: ",
     offline: "You are offline. Your messages will be sent when the connection is back.", unread: " unread",
-    with: "Chatting with ", chat: "Chat", typing: " is typing…", read: "Read"
+    with: "Chatting with ", chat: "Chat", typing: " is typing…", read: "Read",
+    online: "Online — we reply in a few minutes", away: "Away — leave us a message",
+    email: "Your email, so we can reply", emoji: "Emoji"
   };
+  var COLOR = "#2956d6", EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
+  var EMOJI = "😀 😂 😊 😍 🤔 😅 😢 😮 😡 👍 👎 👏 🙏 👋 🙌 💪 ❤️ 🎉 🔥 ✨ ✅ ❌ ⭐ ☕".split(" ");
 
   function load(key, fallback) {
     try { var v = localStorage.getItem(store + key); return v === null ? fallback : JSON.parse(v); }
@@ -43,7 +49,7 @@
   var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
                 ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null,
                 recovering: false, unread: 0, read: load("read", null), identity: null, attributes: {},
-                started: false, stale: false, timer: null, agentRead: 0 };
+                started: false, stale: false, timer: null, agentRead: 0, email: load("email", null) };
 
   // -- events and the JS API -------------------------------------------------------------------------------
   var handlers = {}, fired = {};
@@ -78,20 +84,24 @@
     "[hidden]{display:none!important}" +
     ".panel{display:none;position:absolute;right:0;bottom:68px;width:360px;height:520px;max-height:calc(100vh - 100px);background:#fff;color:#101828;border-radius:12px;box-shadow:0 8px 30px #0003;flex-direction:column;overflow:hidden}" +
     ".panel.open{display:flex}.head{background:#2956d6;color:#fff;padding:12px 8px 12px 16px;display:flex;align-items:center;gap:8px}" +
-    ".head div{flex:1;min-width:0}.title{display:block;font-weight:600;font-size:15px}.sub{display:block;font-size:12px;opacity:.85}" +
+    ".head div{flex:1;min-width:0}.title{display:block;font-weight:600;font-size:15px}.sub,.avail{display:block;font-size:12px;opacity:.85}" +
     ".x{border:0;background:none;color:#fff;width:36px;height:36px;border-radius:50%;cursor:pointer;display:flex;align-items:center;justify-content:center}" +
     ".x svg{width:20px;height:20px}.x:hover{background:#fff2}" +
     ".note{background:#fef0c7;color:#7a2e0e;padding:6px 12px;font-size:12px}" +
     ".list{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f5f6f8}" +
     ".m{max-width:80%;padding:7px 10px;border-radius:12px;background:#fff;box-shadow:0 1px 1px #0001;white-space:pre-wrap;overflow-wrap:anywhere}" +
-    ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.pending{opacity:.7}.m.welcome{align-self:flex-start}" +
+    ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.grouped{margin-top:-5px}.m.grouped .who{display:none}.m.pending{opacity:.7}.m.welcome{align-self:flex-start}" +
     ".m small{display:block;color:#667085;font-size:11px}.m .meta{text-align:right;margin-top:2px}.m a{color:#1d4ed8;text-decoration:underline}" +
     ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] .st{color:#b42318}" +
     ".typing{padding:2px 12px;font-size:12px;font-style:italic;color:#667085;background:#f5f6f8}" +
     "form{display:flex;align-items:flex-end;border-top:1px solid #e4e7ec;background:#fff}" +
     "textarea{flex:1;border:0;padding:12px;resize:none;outline:none;background:none;color:inherit;max-height:120px}" +
-    "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:12px 16px;cursor:pointer}" +
-    "@media (max-width:480px){.panel{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}" +
+    "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:12px 16px;cursor:pointer}form .emo{padding:12px 4px 12px 10px;font-size:18px}" +
+    ".email{border:0;border-top:1px solid #e4e7ec;padding:10px 12px;outline:none;color:inherit;background:#fff}.email[aria-invalid=true]{background:#fef3f2}" +
+    ".grid{display:grid;grid-template-columns:repeat(8,1fr);padding:4px;border-top:1px solid #e4e7ec;background:#fff}" +
+    ".grid button{border:0;background:none;font-size:20px;padding:4px;border-radius:6px;cursor:pointer}.grid button:hover{background:#f2f4f7}" +
+    ".panel.left{right:auto;left:0}" +
+    "@media (max-width:480px){.panel,.panel.left{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}" +
     ".panel.open+.launch{display:none}}";
 
   var host = document.createElement("deskbell-widget");
@@ -99,29 +109,41 @@
   host.style.cssText = "all:initial!important;position:fixed!important;z-index:2147483000!important;" +
                        "right:20px!important;bottom:20px!important;display:block!important;";
   var root = host.attachShadow({ mode: "open" });
+  var sheet = null, styleNode = null;
   if (root.adoptedStyleSheets && window.CSSStyleSheet && CSSStyleSheet.prototype.replaceSync) {
-    var sheet = new CSSStyleSheet(); sheet.replaceSync(css); root.adoptedStyleSheets = [sheet];  // not subject to style-src
+    sheet = new CSSStyleSheet(); sheet.replaceSync(css); root.adoptedStyleSheets = [sheet];  // not subject to style-src
   } else {
-    root.appendChild(h("style", "", {}, [css]));
+    styleNode = root.appendChild(h("style", "", {}, [css]));
+  }
+  // The site's colour (a #rrggbb, checked again here) replaces the default one in the same stylesheet.
+  function setColor(color) {
+    var text = css.split(COLOR).join(/^#[0-9a-f]{6}$/i.test(color) ? color : COLOR);
+    if (sheet) sheet.replaceSync(text); else styleNode.textContent = text;
   }
   var title = h("b", "title", {}, [T.title]), sub = h("span", "sub", { hidden: "" });
+  var status = h("span", "avail", { hidden: "" });
   var closeButton = h("button", "x", { type: "button", "aria-label": T.close }, [svg("M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z")]);
   var note = h("div", "note", { role: "status", hidden: "" }, [T.offline]);
   var list = h("div", "list", { role: "log", "aria-live": "polite", tabindex: "0", "aria-label": T.chat });
   var typingNote = h("div", "typing", { "aria-live": "polite", hidden: "" });
   var box = h("textarea", "", { rows: "2", "aria-label": T.message, placeholder: T.placeholder });
-  var form = h("form", "", {}, [box, h("button", "", { type: "submit" }, [T.send])]);
+  var emojiButton = h("button", "emo", { type: "button", "aria-label": T.emoji, "aria-expanded": "false", "aria-controls": "deskbell-emoji" }, ["😊"]);
+  var grid = h("div", "grid", { id: "deskbell-emoji", role: "group", "aria-label": T.emoji, hidden: "" },
+               EMOJI.map(function (e) { return h("button", "", { type: "button" }, [e]); }));
+  var emailBox = h("input", "email", { type: "email", autocomplete: "email", maxlength: "320", "aria-label": T.email, placeholder: T.email, hidden: "" });
+  var form = h("form", "", {}, [emojiButton, box, h("button", "", { type: "submit" }, [T.send])]);
   var panel = h("div", "panel", { role: "dialog", "aria-label": T.title, id: "deskbell-panel" },
-                [h("div", "head", {}, [h("div", "", {}, [title, sub]), closeButton]), note, list, typingNote, form]);
+                [h("div", "head", {}, [h("div", "", {}, [title, status, sub]), closeButton]), note, list, typingNote, grid, emailBox, form]);
   var badge = h("span", "badge", { "aria-hidden": "true", hidden: "" });
   var launcher = h("button", "launch", { type: "button", "aria-controls": "deskbell-panel", "aria-expanded": "false" },
                    [svg("M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"), badge]);
   root.appendChild(panel);
   root.appendChild(launcher);
 
+  var welcome = h("div", "m welcome", {}, [T.welcome]);
   function clearList() {
     list.textContent = "";
-    list.appendChild(h("div", "m welcome", {}, [T.welcome]));
+    list.appendChild(welcome);
   }
   clearList();
 
@@ -173,6 +195,28 @@
     send({ type: "typing" });
   });
 
+  // Emoji: a grid of buttons under the message list; arrows move between them, Escape closes it.
+  var emojis = [].slice.call(grid.children);
+  function showEmoji(show) {
+    grid.hidden = !show;
+    emojiButton.setAttribute("aria-expanded", String(show));
+    if (show) emojis[0].focus();
+  }
+  emojiButton.addEventListener("click", function () { showEmoji(grid.hidden); });
+  grid.addEventListener("click", function (e) {
+    var i = emojis.indexOf(e.target);
+    if (i < 0) return;
+    box.setRangeText(emojis[i].textContent, box.selectionStart, box.selectionEnd, "end");
+    showEmoji(false);
+    box.focus();
+    box.dispatchEvent(new Event("input"));
+  });
+  grid.addEventListener("keydown", function (e) {
+    var step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: 8, ArrowUp: -8 }[e.key], i = emojis.indexOf(root.activeElement);
+    if (step && i >= 0) { e.preventDefault(); emojis[(i + step + emojis.length) % emojis.length].focus(); }
+    if (e.key === "Escape") { e.stopPropagation(); showEmoji(false); emojiButton.focus(); }
+  });
+
   function pendingText() { return state.ready ? T.sending : T.queued; }
   function refreshPending() {
     state.outbox.forEach(function (m) {
@@ -189,7 +233,11 @@
       linkify(body, frame.body);
       var meta = h("small", "meta", {}, [h("time", "", {}, [clock(frame.created_at || frame.at)])]);
       if (mine) { meta.appendChild(document.createTextNode(" · ")); meta.appendChild(h("span", "st")); }
-      node = h("div", "m " + frame.sender, {}, [h("small", "who", {}, [mine ? T.you : (frame.author || T.agent)]), body, meta]);
+      var who = mine ? T.you : (frame.author || T.agent), at = Date.parse(frame.created_at || frame.at) || Date.now();
+      // The same sender again within 2 minutes: the name is shown once, on the first of the group.
+      var prev = list.lastElementChild;
+      node = h("div", "m " + frame.sender, { "data-who": frame.sender + ":" + who, "data-at": at }, [h("small", "who", {}, [who]), body, meta]);
+      if (prev && prev.getAttribute("data-who") === node.getAttribute("data-who") && Math.abs(at - prev.getAttribute("data-at")) < 120000) node.classList.add("grouped");
       list.appendChild(node);
       state.seen[key] = node;
     }
@@ -241,8 +289,10 @@
   });
   form.addEventListener("submit", function (e) {
     e.preventDefault();
-    var body = box.value;
+    var body = box.value, email = emailBox.hidden ? "" : emailBox.value.trim();
     if (!body.trim()) return;
+    if (email && !EMAIL.test(email)) { emailBox.setAttribute("aria-invalid", "true"); emailBox.focus(); return; }
+    if (email) { state.email = email; save("email", email); save("gaveEmail", true); emailBox.hidden = true; sendEmail(); }
     var msg = { client_id: newId(), body: body, at: new Date().toISOString() };
     updateOutbox(function (queued) { return queued.concat([msg]); });
     box.value = "";
@@ -371,17 +421,49 @@
                  language: lang, screen: screen.width + "x" + screen.height, attributes: state.attributes };
     try { body.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { /* old browser */ }
     if (state.identity) body.identity = state.identity;
+    if (state.email) body.email = state.email;
     return JSON.stringify(body);
+  }
+
+  // The site's settings and whether an agent is online, from each session response.
+  function applySettings(s) {
+    var w = s.widget || {}, left = w.position === "left";
+    setColor(w.color);
+    host.style.setProperty(left ? "left" : "right", "20px", "important");
+    host.style.setProperty(left ? "right" : "left", "auto", "important");
+    panel.classList.toggle("left", left);
+    welcome.textContent = (w.welcome || {})[zh ? "zh" : "en"] || T.welcome;
+    status.textContent = s.agents_online ? T.online : T.away;
+    status.hidden = false;
+    emailBox.hidden = !!s.agents_online || state.identified || load("gaveEmail", false);
+  }
+
+  // Leave a message: the email typed with it goes with a session request; until one has carried it, it waits
+  // in localStorage and every session request carries it.
+  function emailSent() { state.email = null; save("email", null); }
+  function sendEmail() {
+    var email = state.email;
+    if (!state.token) return;  // connect() carries it
+    fetch(origin + "/api/v1/widget/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ site_key: siteKey, visitor_token: state.token, email: email })
+    }).then(function (r) { return r.ok ? r.json() : {}; }).then(function (s) {
+      if (s.visitor_id && s.visitor_id === state.visitorId) { state.token = s.visitor_token; save("token", s.visitor_token); }
+      if (s.visitor_id && email === state.email) emailSent();
+    }).catch(function () { /* the next session request carries it */ });
   }
 
   function connect() {
     state.started = true;
     state.stale = false;
+    var email = state.email;
     fetch(origin + "/api/v1/widget/session", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: sessionBody()
     }).then(function (r) {
+      if (r.status === 400 && email === state.email) emailSent();  // refused: the session must not keep failing on it
       if (!r.ok) throw new Error("session " + r.status);
       return r.json();
     }).then(function (s) {
@@ -392,6 +474,8 @@
       }
       state.identified = !!s.identified;
       state.token = s.visitor_token; save("token", s.visitor_token);
+      if (email && email === state.email) emailSent();
+      applySettings(s);
       title.textContent = s.site_name || T.title;
       panel.setAttribute("aria-label", title.textContent);
       if (state.stale) { reconnect(); return; }
