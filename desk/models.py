@@ -151,6 +151,22 @@ class Message(TenantScoped, Base):
     created_at: Mapped[datetime] = _now()
 
 
+class Attachment(TenantScoped, Base):
+    """A file a visitor uploaded; its bytes live under the data folder (desk/attachments.py)."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_visitor_created", "visitor_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    visitor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visitors.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(200))
+    # Found from the bytes at upload, never taken from the client.
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+
+
 class AuditLog(Base):
     """Append-only record of logins and administrative changes. tenant_id is empty for installation events."""
 

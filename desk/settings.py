@@ -40,6 +40,17 @@ class Limits:
     pending_messages: int = 500
     # How long a long-poll waits for a new message before answering with none.
     poll_seconds: int = 25
+    # Attachments (docs/operations.md): the largest file, the types allowed (checked by content), uploads per hour.
+    upload_bytes: int = 10 * 1024 * 1024
+    upload_types: tuple[str, ...] = (
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "application/pdf",
+        "text/plain",
+    )
+    uploads_per_hour: int = 20
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,16 @@ def _networks(name: str) -> tuple[Network, ...]:
         raise RuntimeError(f"{name}: {exc}") from None
 
 
+def _types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A narrower allow-list from the environment; a type outside the default one would never be recognised."""
+    raw = os.environ.get(name, "")
+    chosen = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    unknown = set(chosen) - set(default)
+    if unknown:
+        raise RuntimeError(f"{name}: not one of {', '.join(default)}: {', '.join(sorted(unknown))}")
+    return chosen or default
+
+
 def load() -> Settings:
     env = os.environ.get("DESKBELL_ENV", "development")
     data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
@@ -96,6 +117,9 @@ def load() -> Settings:
         ack_timeout_seconds=_int("DESKBELL_ACK_TIMEOUT_SECONDS", Limits.ack_timeout_seconds),
         pending_messages=_int("DESKBELL_PENDING_MESSAGES", Limits.pending_messages),
         poll_seconds=_int("DESKBELL_POLL_SECONDS", Limits.poll_seconds),
+        upload_bytes=_int("DESKBELL_UPLOAD_BYTES", Limits.upload_bytes),
+        upload_types=_types("DESKBELL_UPLOAD_TYPES", Limits.upload_types),
+        uploads_per_hour=_int("DESKBELL_UPLOADS_PER_HOUR", Limits.uploads_per_hour),
     )
     return Settings(
         env=env,

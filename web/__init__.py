@@ -5,15 +5,17 @@ web/asgi.py mounts this app beside the socket edge (web/edge/) in one ASGI appli
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app, g, has_request_context, request
 from flask_login import LoginManager
 from flask_wtf import CSRFProtect
+from markupsafe import Markup, escape
 
-from desk import __version__, settings
+from desk import __version__, attachments, settings
 from desk.bus import SyncBus
 from desk.db import system_session
 from desk.models import User
@@ -43,6 +45,34 @@ def _hhmm(value: datetime | str | None) -> str:
     return value.strftime("%H:%M")
 
 
+_ATTACHMENT_PATH = r"/attachments/[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}/([A-Za-z0-9_-][A-Za-z0-9._-]*)"
+_IMAGE_EXTENSIONS = {attachments.EXTENSIONS[t] for t in attachments.IMAGE_TYPES}
+
+
+def _message_body(body: str) -> Markup:
+    """A message's text, escaped, with links to attachments on this host as links named by the file, and an
+    attachment that is an image (its extension was set from its content at upload) as a small thumbnail."""
+    config: settings.Settings = current_app.config["DESKBELL"]
+    # Outside a request (the console's live stream renders in the ASGI edge) the edge sets g.host_url.
+    here = (request.host_url if has_request_context() else g.get("host_url", "")).rstrip("/")
+    bases = {b for b in (here, config.public_url) if b}
+    if not bases:
+        return escape(body)
+    pattern = re.compile("(?:" + "|".join(re.escape(b) for b in bases) + ")" + _ATTACHMENT_PATH)
+    parts: list[str] = []
+    last = 0
+    for match in pattern.finditer(body):
+        url, name = match.group(0), match.group(1)
+        parts.append(escape(body[last : match.start()]))
+        link = Markup('<a class="attachment" href="{}" target="_blank" rel="noopener noreferrer">{}</a>')
+        parts.append(link.format(url, name))
+        if name.rsplit(".", 1)[-1] in _IMAGE_EXTENSIONS:
+            parts.append(Markup('<img class="thumb" src="{}" alt="{}" loading="lazy">').format(url, name))
+        last = match.end()
+    parts.append(escape(body[last:]))
+    return Markup("").join(parts)
+
+
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     config = settings.load()
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder="static")
@@ -59,6 +89,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update(overrides or {})
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["hhmm"] = _hhmm
+    app.jinja_env.filters["message_body"] = _message_body
 
     csrf.init_app(app)
     login_manager.init_app(app)

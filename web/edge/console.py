@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, g, render_template
 from nats.aio.msg import Msg
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
@@ -66,8 +66,9 @@ def render_typing(flask_app: Flask) -> str:
         return render_template("agent/_typing.html")
 
 
-def render_message(flask_app: Flask, event: dict[str, Any]) -> str:
+def render_message(flask_app: Flask, event: dict[str, Any], host_url: str = "") -> str:
     with flask_app.app_context():
+        g.host_url = host_url  # for links to attachments on this host (web/__init__.py, message_body)
         return render_template("agent/_message.html", m=SimpleNamespace(**event, author_name=event["author"]))
 
 
@@ -125,7 +126,11 @@ async def console_stream(request: Request) -> Response:
             live = await asyncio.to_thread(_catch_up, user.tenant_id, conversation, after)
         for message in live:
             after = message["seq"]
-            yield {"event": "message", "id": str(after), "data": render_message(flask_app, message)}
+            yield {
+                "event": "message",
+                "id": str(after),
+                "data": render_message(flask_app, message, str(request.base_url)),
+            }
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         # Subscribed here, inside the try, so every way out of the stream (a HEAD request never starts

@@ -20,7 +20,8 @@
     placeholder: "输入消息…", send: "发送", you: "您", agent: "客服", sending: "发送中…", queued: "尚未送达",
     sent: "已发送", failed: "未送达：", offline: "网络已断开，恢复后会自动发送您的消息。", unread: " 条未读",
     with: "客服：", chat: "聊天", typing: " 正在输入…", read: "已读", online: "在线 — 我们会在几分钟内回复",
-    away: "离开 — 请给我们留言", email: "您的邮箱，方便我们回复", emoji: "表情"
+    away: "离开 — 请给我们留言", email: "您的邮箱，方便我们回复", emoji: "表情", attach: "附件",
+    uploading: "正在上传…", tooLarge: "文件太大（最大 N MB）", badType: "不允许此文件类型", upFailed: "上传失败"
   } : {
     open: "Open chat", close: "Close chat", title: "Chat with us", welcome: "Hi! How can we help?", message: "Message",
     placeholder: "Type a message…", send: "Send", you: "You", agent: "Agent", sending: "Sending…",
@@ -28,7 +29,8 @@
     offline: "You are offline. Your messages will be sent when the connection is back.", unread: " unread",
     with: "Chatting with ", chat: "Chat", typing: " is typing…", read: "Read",
     online: "Online — we reply in a few minutes", away: "Away — leave us a message",
-    email: "Your email, so we can reply", emoji: "Emoji"
+    email: "Your email, so we can reply", emoji: "Emoji", attach: "Attach a file", uploading: "Uploading…",
+    tooLarge: "File too large (max N MB)", badType: "This file type is not allowed", upFailed: "Upload failed"
   };
   var COLOR = "#2956d6", EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
   var EMOJI = "😀 😂 😊 😍 🤔 😅 😢 😮 😡 👍 👎 👏 🙏 👋 🙌 💪 ❤️ 🎉 🔥 ✨ ✅ ❌ ⭐ ☕".split(" ");
@@ -46,7 +48,7 @@
 
   // shownSeq: the highest seq shown on this page; a new page asks for the whole thread again.
   // read: the highest seq the visitor has seen with the panel open, kept across pages for the unread badge.
-  var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []),
+  var state = { token: load("token", null), shownSeq: 0, outbox: load("outbox", []), maxBytes: 10485760,
                 ws: null, open: false, retry: 0, seen: {}, mode: "ws", wsFailures: 0, visitorId: null,
                 recovering: false, unread: 0, read: load("read", null), identity: null, attributes: {},
                 started: false, stale: false, timer: null, agentRead: 0, email: load("email", null) };
@@ -98,6 +100,7 @@
     "textarea{flex:1;border:0;padding:12px;resize:none;outline:none;background:none;color:inherit;max-height:120px}" +
     "form button{border:0;background:none;color:#2956d6;font-weight:600;padding:12px 16px;cursor:pointer}form .emo{padding:12px 4px 12px 10px;font-size:18px}" +
     ".email{border:0;border-top:1px solid #e4e7ec;padding:10px 12px;outline:none;color:inherit;background:#fff}.email[aria-invalid=true]{background:#fef3f2}" +
+    ".up{padding:4px 12px;font-size:12px;color:#b42318;background:#fff}.up.busy{color:#667085}" +
     ".grid{display:grid;grid-template-columns:repeat(8,1fr);padding:4px;border-top:1px solid #e4e7ec;background:#fff}" +
     ".grid button{border:0;background:none;font-size:20px;padding:4px;border-radius:6px;cursor:pointer}.grid button:hover{background:#f2f4f7}" +
     ".panel.left{right:auto;left:0}" +
@@ -131,9 +134,13 @@
   var grid = h("div", "grid", { id: "deskbell-emoji", role: "group", "aria-label": T.emoji, hidden: "" },
                EMOJI.map(function (e) { return h("button", "", { type: "button" }, [e]); }));
   var emailBox = h("input", "email", { type: "email", autocomplete: "email", maxlength: "320", "aria-label": T.email, placeholder: T.email, hidden: "" });
-  var form = h("form", "", {}, [emojiButton, box, h("button", "", { type: "submit" }, [T.send])]);
+  // Attachments: the server checks the type by content; this list only narrows the file picker.
+  var fileInput = h("input", "", { type: "file", hidden: "", accept: "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain,.txt" });
+  var clip = h("button", "emo", { type: "button", "aria-label": T.attach }, ["📎"]);
+  var upNote = h("div", "up", { "aria-live": "polite", hidden: "" });
+  var form = h("form", "", {}, [emojiButton, clip, box, h("button", "", { type: "submit" }, [T.send])]);
   var panel = h("div", "panel", { role: "dialog", "aria-label": T.title, id: "deskbell-panel" },
-                [h("div", "head", {}, [h("div", "", {}, [title, status, sub]), closeButton]), note, list, typingNote, grid, emailBox, form]);
+                [h("div", "head", {}, [h("div", "", {}, [title, status, sub]), closeButton]), note, list, typingNote, grid, emailBox, upNote, fileInput, form]);
   var badge = h("span", "badge", { "aria-hidden": "true", hidden: "" });
   var launcher = h("button", "launch", { type: "button", "aria-controls": "deskbell-panel", "aria-expanded": "false" },
                    [svg("M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"), badge]);
@@ -158,7 +165,9 @@
     var re = /https?:\/\/[^\s<>"']+/gi, last = 0, m;
     while ((m = re.exec(text))) {
       var url = m[0].replace(/[.,;:!?)\]]+$/, ""), end = m.index + url.length, a = null;
-      try { if (/^https?:$/.test(new URL(url).protocol)) a = h("a", "", { href: url, target: "_blank", rel: "noopener noreferrer nofollow" }, [url]); }
+      // The visitor's own attachments are served to them by their token.
+      var href = url.indexOf(origin + "/attachments/") === 0 && state.token ? url + "?token=" + encodeURIComponent(state.token) : url;
+      try { if (/^https?:$/.test(new URL(url).protocol)) a = h("a", "", { href: href, target: "_blank", rel: "noopener noreferrer nofollow" }, [url]); }
       catch (e) { /* not a URL after all */ }
       if (!a) continue;
       parent.appendChild(document.createTextNode(text.slice(last, m.index)));
@@ -293,13 +302,40 @@
     if (!body.trim()) return;
     if (email && !EMAIL.test(email)) { emailBox.setAttribute("aria-invalid", "true"); emailBox.focus(); return; }
     if (email) { state.email = email; save("email", email); save("gaveEmail", true); emailBox.hidden = true; sendEmail(); }
-    var msg = { client_id: newId(), body: body, at: new Date().toISOString() };
-    updateOutbox(function (queued) { return queued.concat([msg]); });
     box.value = "";
     typingSentAt = 0;  // the next keystroke starts a new message: say so at once
+    queue(body);
+  });
+  function queue(body) {
+    var msg = { client_id: newId(), body: body, at: new Date().toISOString() };
+    updateOutbox(function (queued) { return queued.concat([msg]); });
     render({ client_id: msg.client_id, sender: "visitor", body: body, at: msg.at }, true);
     // Behind anything still waiting to be re-sent, so the server stores them in the order they were typed.
     flushOutbox();
+  }
+
+  // An attachment is uploaded over HTTP, then its URL goes out as a normal message (docs/protocol.md).
+  function showUpload(text, busy) {
+    upNote.textContent = text || "";
+    upNote.hidden = !text;
+    upNote.classList.toggle("busy", !!busy);
+  }
+  function upload(file) {
+    var tooLarge = T.tooLarge.replace("N", Math.round(state.maxBytes / 1048576));
+    if (file.size > state.maxBytes) return showUpload(tooLarge);
+    showUpload(T.uploading, true);
+    var data = new FormData();
+    data.append("file", file);
+    fetch(origin + "/api/v1/widget/attachments?token=" + encodeURIComponent(state.token || ""), { method: "POST", body: data })
+      .then(function (r) { return r.json().then(function (j) { if (!r.ok) throw r.status; return j; }); })
+      .then(function (j) { showUpload(""); queue("📎 " + j.filename + " " + j.url); })
+      .catch(function (s) { showUpload(s === 413 ? tooLarge : s === 415 ? T.badType : T.upFailed); });
+  }
+  clip.addEventListener("click", function () { fileInput.click(); });
+  fileInput.addEventListener("change", function () {
+    var file = fileInput.files[0];
+    fileInput.value = "";
+    if (file) upload(file);
   });
 
   // -- connection ------------------------------------------------------------------------------------------
@@ -436,6 +472,7 @@
     status.textContent = s.agents_online ? T.online : T.away;
     status.hidden = false;
     emailBox.hidden = !!s.agents_online || state.identified || load("gaveEmail", false);
+    state.maxBytes = s.upload_max_bytes || state.maxBytes;
   }
 
   // Leave a message: the email typed with it goes with a session request; until one has carried it, it waits

@@ -99,6 +99,7 @@ def create_session() -> ResponseReturnValue:
         ws_url=f"{ws_base}/ws/visitor",
         site_name=site.name,
         agents_online=agents_online,
+        upload_max_bytes=config.limits.upload_bytes,
         widget=widget_settings.effective(site.widget),
         **identification,
     )
@@ -124,3 +125,6 @@ def demo() -> ResponseReturnValue:
     if row is None:
         return _error(404, "no_site", "no site yet: run `deskbell bootstrap`")
     return render_template("widget/demo.html", site=row[0], tenant=row[1])
+
+
+from web.widget_api import attachments as _attachments  # noqa: E402, F401 - its routes join this blueprint
