@@ -309,3 +309,52 @@ def test_js_api_queues_calls_and_sends_context_with_the_session(stack: Stack, br
     page.evaluate("Deskbell.close()")
     expect(page.get_by_role("dialog")).to_be_hidden()
     context.close()
+
+
+def test_identify_with_the_sites_hash_shows_the_visitor_to_the_agent_and_a_wrong_one_does_not(
+    stack: Stack, browser: Browser
+) -> None:
+    from sqlalchemy import select
+
+    from desk.db import system_session
+    from desk.models import Site
+    from desk.visitor_context import identity_hash
+    from tests.clients import logged_in_agent
+
+    tenant = stack.bootstrap("uma")
+    with system_session() as session:
+        secret = session.scalar(select(Site.identity_secret).where(Site.site_key == tenant["site_key"]))
+
+    def chat_as(external_id: str, hash_: str, text: str) -> dict[str, object]:
+        context = new_context(browser)
+        page = context.new_page()
+        identity = {"external_id": external_id, "name": "Grace Hopper", "email": "grace@example.com", "hash": hash_}
+        stub = (
+            "<script>window.Deskbell = window.Deskbell || {q: []};"
+            f"Deskbell.q.push(['identify', {json.dumps(identity)}]);"
+            "Deskbell.q.push(['on', 'ready', function (r) { window.readyWith = r; }]);</script>"
+        )
+        serve(context, shop_url(stack), host_page(stack, str(tenant["site_key"]), before=stub))
+        page.goto(shop_url(stack))
+        page.wait_for_function("window.readyWith && window.readyWith.visitor_id")
+        ready = page.evaluate("window.readyWith")
+        page.get_by_role("button", name="Open chat").click()
+        box = page.get_by_role("textbox", name="Message")
+        box.fill(text)
+        box.press("Enter")
+        expect(page.locator(".m.visitor", has_text=text)).to_have_attribute("data-state", "sent")
+        context.close()
+        return ready
+
+    assert chat_as("user-7", identity_hash(secret, "user-7"), "Hello as Grace")["identified"] is True
+    assert chat_as("user-8", "0" * 64, "Hello as an impostor")["identified"] is False
+
+    agent = logged_in_agent(stack.base_url, tenant)
+    inbox = agent.client.get("/console").text
+    panels = {}  # the first message of each conversation -> the visitor panel beside it
+    for conversation_id in dict.fromkeys(re.findall(r"/console/c/([0-9a-f-]{36})", inbox)):
+        page = agent.conversation_page(conversation_id)
+        panels[agent.thread(conversation_id)[0]] = page[page.index('id="visitor-panel"') : page.index("</details>")]
+    assert "Grace Hopper" in panels["Hello as Grace"] and "grace@example.com" in panels["Hello as Grace"]
+    assert "anonymous" in panels["Hello as an impostor"]
+    assert "Grace Hopper" not in panels["Hello as an impostor"]
