@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from desk.settings import ROOT
-from tests.clients import Agent
+from tests.clients import Agent, logged_in_agent
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.browser
@@ -82,13 +82,6 @@ def conversation_of(agent: Agent) -> str:
     return agent.client.get("/console").text.split("/console/c/")[1].split('"')[0]
 
 
-def logged_in_agent(stack: Stack, tenant: dict[str, object]) -> Agent:
-    login = tenant["agents"][0]
-    agent = Agent(stack.base_url)
-    agent.login(login["email"], login["password"])
-    return agent
-
-
 def test_widget_works_on_a_hostile_page_and_leaves_its_styles_alone(
     stack: Stack, browser: Browser, artifacts: Path
 ) -> None:
@@ -150,7 +143,7 @@ def test_widget_runs_under_a_strict_content_security_policy(stack: Stack, browse
 
 def test_messages_typed_offline_survive_a_reload_and_arrive_once_in_order(stack: Stack, browser: Browser) -> None:
     tenant = stack.bootstrap("kim")
-    agent = logged_in_agent(stack, tenant)
+    agent = logged_in_agent(stack.base_url, tenant)
     context = new_context(browser)
     page = context.new_page()
     ready = "<script>window.Deskbell = {q: [['on', 'ready', function () { window.deskbellReady = true; }]]}</script>"
@@ -226,7 +219,7 @@ def test_widget_speaks_the_browser_language_and_shows_markup_as_text(
     shot: str,
 ) -> None:
     tenant = stack.bootstrap("lena")
-    agent = logged_in_agent(stack, tenant)
+    agent = logged_in_agent(stack.base_url, tenant)
     context = new_context(
         browser,
         locale=locale,
@@ -319,7 +312,6 @@ def test_identify_with_the_sites_hash_shows_the_visitor_to_the_agent_and_a_wrong
     from desk.db import system_session
     from desk.models import Site
     from desk.visitor_context import identity_hash
-    from tests.clients import logged_in_agent
 
     tenant = stack.bootstrap("uma")
     with system_session() as session:
@@ -358,3 +350,35 @@ def test_identify_with_the_sites_hash_shows_the_visitor_to_the_agent_and_a_wrong
     assert "Grace Hopper" in panels["Hello as Grace"] and "grace@example.com" in panels["Hello as Grace"]
     assert "anonymous" in panels["Hello as an impostor"]
     assert "Grace Hopper" not in panels["Hello as an impostor"]
+
+
+def test_a_socket_that_goes_silent_is_dropped_and_the_message_still_arrives(stack: Stack, browser: Browser) -> None:
+    """A dead connection sends no close (a laptop lid, a changed network): the widget's heartbeat notices."""
+    from tests.faults.proxy import Proxy
+
+    tenant = stack.bootstrap("vic")
+    proxy = Proxy(int(stack.base_url.rsplit(":", 1)[1])).start()
+    try:
+        context = new_context(browser)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{proxy.port}/demo?site_key={tenant['site_key']}")
+        page.get_by_role("button", name="Open chat").click()
+        box = page.get_by_role("textbox", name="Message")
+        box.fill("Before the silence")
+        box.press("Enter")
+        expect(page.locator(".m.visitor", has_text="Before the silence")).to_have_attribute("data-state", "sent")
+
+        proxy.set("blackhole")  # bytes vanish both ways; nothing is closed
+        box.fill("Typed into the silence")
+        box.press("Enter")
+        expect(page.get_by_role("status").filter(has_text="offline")).to_be_visible(timeout=25000)
+        proxy.set("pass")
+        expect(page.locator(".m.visitor", has_text="Typed into the silence")).to_have_attribute(
+            "data-state", "sent", timeout=30000
+        )
+        context.close()
+    finally:
+        proxy.stop()
+    agent = logged_in_agent(stack.base_url, tenant)
+    conversation_id = re.findall(r"/console/c/([0-9a-f-]{36})", agent.client.get("/console").text)[0]
+    assert agent.thread(conversation_id) == ["Before the silence", "Typed into the silence"]

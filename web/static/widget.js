@@ -522,10 +522,14 @@
       state.ws = ws;
       ws.onopen = function () {
         opened = true;
+        ws.heardAt = Date.now();
         state.wsFailures = 0;
         ws.send(JSON.stringify({ type: "hello", last_seq: state.shownSeq }));
       };
-      ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore */ } };
+      ws.onmessage = function (e) {
+        ws.heardAt = Date.now();
+        try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore */ }
+      };
       ws.onclose = function (e) {
         if (state.ws === ws) state.ws = null;
         if (e.code === 4401) { state.token = null; save("token", null); }
@@ -542,6 +546,24 @@
     if (state.pollAbort) state.pollAbort.abort();
   }
   window.addEventListener("offline", hangUp);
+
+  // Heartbeat: after 8 s without a frame the widget pings (the server answers at once); after 16 s the socket
+  // is dead (a laptop that slept, a network that changed under it) and a new connection catches up. A dead
+  // socket's close can take minutes, so it is dropped without waiting for one.
+  setInterval(function () {
+    var ws = state.ws;
+    if (!ws || ws.readyState !== 1 || !ws.heardAt) return;
+    var silent = Date.now() - ws.heardAt;
+    if (silent > 16000) {
+      ws.onclose = null;
+      ws.deliberate = true;
+      try { ws.close(); } catch (e) { /* already gone */ }
+      state.ws = null;
+      reconnect();
+    } else if (silent > 8000) {
+      ws.send(JSON.stringify({ type: "ping" }));
+    }
+  }, 4000);
   window.addEventListener("online", function () {
     if (state.timer) { clearTimeout(state.timer); state.timer = null; state.retry = 0; connect(); }
   });
