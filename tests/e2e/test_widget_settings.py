@@ -10,8 +10,9 @@ import time
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.clients import logged_in_agent
 from tests.conftest import Stack
-from tests.e2e.test_widget import conversation_of, host_page, logged_in_agent, new_context, serve, shop_url
+from tests.e2e.test_widget import conversation_of, host_page, new_context, serve, shop_url
 
 pytestmark = pytest.mark.browser
 
@@ -56,7 +57,7 @@ def test_with_no_agent_online_the_visitor_leaves_a_message_with_an_email(stack: 
 
     expect(page.locator(".m.visitor", has_text="Do you ship to Norway?")).to_have_attribute("data-state", "sent")
     expect(email).to_be_hidden()
-    agent = logged_in_agent(stack, tenant)
+    agent = logged_in_agent(stack.base_url, tenant)
     conversation_id = conversation_of(agent)
     assert agent.thread(conversation_id) == ["Do you ship to Norway?"]
     deadline = time.monotonic() + 10
