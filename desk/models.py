@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -27,7 +28,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 ROLES = ("owner", "admin", "agent")
 PRESENCE = ("online", "away", "offline")
 SENDERS = ("visitor", "agent", "bot", "system")
-CONVERSATION_STATUSES = ("open", "resolved")
+# open: waiting on the team; pending: waiting on the visitor; snoozed: hidden until snoozed_until or the visitor's
+# next message; resolved: done (the visitor's next message starts a new conversation).
+CONVERSATION_STATUSES = ("open", "pending", "snoozed", "resolved")
+# What the console's timeline shows between messages. Never in the visitor's thread: notes live in their own table.
+CONVERSATION_EVENTS = ("note", "assigned", "unassigned", "transferred", "resolved", "reopened", "snoozed", "labelled")
 
 
 def _now() -> Any:
@@ -89,7 +94,34 @@ class User(TenantScoped, Base):
     presence: Mapped[str] = mapped_column(String(16), default="offline", server_default="offline")
     is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
     last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last heartbeat from any of the agent's console tabs; the presence sweeper turns a silent agent away.
+    presence_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
+
+
+class Team(TenantScoped, Base):
+    """A group of agents (a department) that conversations can be assigned to."""
+
+    __tablename__ = "teams"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_teams_tenant_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = _now()
+
+
+class TeamMember(TenantScoped, Base):
+    __tablename__ = "team_members"
+
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+# What visitor search matches (desk/queries/search.py uses the same expression, so the index serves it).
+VISITOR_SEARCH_DOCUMENT = (
+    "to_tsvector('simple', coalesce(name, '') || ' ' || coalesce(email, '') || ' ' || coalesce(external_id, ''))"
+)
+MESSAGE_SEARCH_DOCUMENT = "to_tsvector('simple', body)"
 
 
 class Visitor(TenantScoped, Base):
@@ -97,7 +129,10 @@ class Visitor(TenantScoped, Base):
 
     __tablename__ = "visitors"
     # NULLs are distinct in PostgreSQL, so only identified visitors are unique per site.
-    __table_args__ = (UniqueConstraint("site_id", "external_id", name="uq_visitors_site_external_id"),)
+    __table_args__ = (
+        UniqueConstraint("site_id", "external_id", name="uq_visitors_site_external_id"),
+        Index("ix_visitors_search_fts", text(VISITOR_SEARCH_DOCUMENT), postgresql_using="gin"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
@@ -117,12 +152,26 @@ class Visitor(TenantScoped, Base):
 
 class Conversation(TenantScoped, Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_tenant_activity", "tenant_id", "last_activity_at"),)
+    __table_args__ = (
+        Index("ix_conversations_tenant_activity", "tenant_id", "last_activity_at"),
+        # The inbox's lists: by status, and by assignee and status, newest activity first.
+        Index("ix_conversations_tenant_status_activity", "tenant_id", "status", "last_activity_at"),
+        Index("ix_conversations_assignee_status_activity", "assignee_id", "status", "last_activity_at"),
+        Index("ix_conversations_labels", "labels", postgresql_using="gin"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     visitor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visitors.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
     assignee_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    snoozed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Visitor messages no agent has read yet, and since when the oldest unanswered one waits (the store worker
+    # keeps both; desk/actions/messages.py and desk/actions/receipts.py).
+    unread_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_message_preview: Mapped[str] = mapped_column(String(200), default="", server_default="")
     # The highest seq of the visitor's thread an agent has read here; only ever grows (desk/actions/receipts.py).
     agent_read_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -137,6 +186,8 @@ class Message(TenantScoped, Base):
     __table_args__ = (
         UniqueConstraint("visitor_id", "client_id", name="uq_messages_visitor_client"),
         UniqueConstraint("visitor_id", "seq", name="uq_messages_visitor_seq"),
+        # Full-text search (desk/queries/search.py). 'simple': no stemming, so it works the same in every language.
+        Index("ix_messages_body_fts", text(MESSAGE_SEARCH_DOCUMENT), postgresql_using="gin"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -147,6 +198,49 @@ class Message(TenantScoped, Base):
     sender: Mapped[str] = mapped_column(String(16))
     author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     author_name: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class ConversationEvent(TenantScoped, Base):
+    """What happened to a conversation besides messages: private notes, assignments, status changes.
+
+    Only agents see these: they are not in the visitor's thread (no seq), so no visitor path can replay them.
+    """
+
+    __tablename__ = "conversation_events"
+    __table_args__ = (Index("ix_conversation_events_conversation", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    author_name: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="", server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    created_at: Mapped[datetime] = _now()
+
+
+class CannedResponse(TenantScoped, Base):
+    """A saved reply, inserted in the composer by typing `/shortcut`. owner_id empty: the whole tenant's."""
+
+    __tablename__ = "canned_responses"
+    __table_args__ = (
+        Index(
+            "uq_canned_tenant_shortcut", "tenant_id", "shortcut", unique=True, postgresql_where=text("owner_id IS NULL")
+        ),
+        Index(
+            "uq_canned_owner_shortcut",
+            "owner_id",
+            "shortcut",
+            unique=True,
+            postgresql_where=text("owner_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    shortcut: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
 

@@ -12,6 +12,8 @@ from typing import Any
 
 TYPING = "typing"
 READ = "read"
+CONVERSATION = "conversation"
+PRESENCE = "presence"
 
 
 def visitor_typing(visitor_id: uuid.UUID | str, conversation_id: uuid.UUID | str | None) -> dict[str, Any]:
@@ -31,3 +33,17 @@ def agent_typing(author: str | None) -> dict[str, Any]:
 def read(conversation_id: uuid.UUID | str, seq: int) -> dict[str, Any]:
     """On `visitor_events(tenant, visitor)`: an agent has read the visitor's thread up to `seq`."""
     return {"kind": READ, "conversation_id": str(conversation_id), "seq": seq}
+
+
+def conversation_changed(conversation_id: uuid.UUID | str, change: str, **detail: Any) -> dict[str, Any]:
+    """On `agent_events(tenant)`: a conversation changed besides a new message (assigned, resolved, a note...).
+
+    Consoles refresh their lists and the conversation's pane; `change` says what (a ConversationEvent kind or
+    "routed"), `detail` carries ids such as assignee_id.
+    """
+    return {"kind": CONVERSATION, "conversation_id": str(conversation_id), "change": change, **detail}
+
+
+def presence_changed(user_id: uuid.UUID | str, presence: str) -> dict[str, Any]:
+    """On `agent_events(tenant)`: an agent went online, away or offline (by hand or by the presence sweeper)."""
+    return {"kind": PRESENCE, "user_id": str(user_id), "presence": presence}

@@ -9,7 +9,7 @@ import uuid
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from desk import bus, subjects
+from desk import bus, signals, subjects
 from desk.actions.routing import do_route_conversation
 from desk.db import tenant_session
 
@@ -28,8 +28,6 @@ async def handle(nc: Client, msgs: list[Msg]) -> None:
         if assignee is not None:
             await nc.publish(
                 subjects.agent_events(tenant_id),
-                bus.encode(
-                    {"kind": "conversation", "conversation_id": str(conversation_id), "assignee_id": str(assignee)}
-                ),
+                bus.encode(signals.conversation_changed(conversation_id, "routed", assignee_id=str(assignee))),
             )
     await nc.flush()

@@ -79,8 +79,9 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     """Store a batch in one transaction; a message already stored is returned again, not stored twice.
 
     Returns one entry per input, None for a message whose visitor does not exist in this tenant (the caller
-    drops it). Locks every visitor row of the batch in id order first, so concurrent workers never deadlock
-    and a visitor's seqs are assigned one at a time.
+    drops it). A message joins the visitor's conversation that is not resolved (a pending or snoozed one is
+    opened again by a visitor message), else starts a new one. Locks every visitor row of the batch in id
+    order first, so concurrent workers never deadlock and a visitor's seqs are assigned one at a time.
     """
     visitor_ids = sorted({item.visitor_id for item in batch})
     visitors = {
@@ -106,7 +107,7 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
         c.visitor_id: c
         for c in session.scalars(
             select(Conversation)
-            .where(Conversation.visitor_id.in_(visitor_ids), Conversation.status == "open")
+            .where(Conversation.visitor_id.in_(visitor_ids), Conversation.status != "resolved")
             .order_by(Conversation.created_at)
         )
     }
@@ -144,6 +145,13 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
         conversation.last_message_preview = item.body[:PREVIEW_CHARS]
         if item.sender == "visitor":
             visitor.last_seen_at = now
+            conversation.unread_count += 1
+            conversation.waiting_since = conversation.waiting_since or now
+            if conversation.status in ("pending", "snoozed"):  # the visitor wrote back: it needs the team again
+                conversation.status = "open"
+                conversation.snoozed_until = None
+        elif item.sender == "agent":
+            conversation.waiting_since = None
         existing[key] = message
         results.append(Stored(message, created=True, new_conversation=new_conversation))
     session.flush()

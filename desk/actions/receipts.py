@@ -29,5 +29,10 @@ def do_mark_read(session: Session, conversation_id: uuid.UUID, seq: int) -> int 
         session.rollback()
         return None
     conversation.agent_read_seq = seq
+    conversation.unread_count = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(Message.conversation_id == conversation_id, Message.sender == "visitor", Message.seq > seq)
+    )
     session.commit()
     return seq

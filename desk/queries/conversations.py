@@ -55,10 +55,10 @@ def visitor_read_seq(visitor_id: uuid.UUID) -> Select[tuple[int]]:
 
 
 def open_conversation_id(visitor_id: uuid.UUID) -> Select[tuple[uuid.UUID]]:
-    """The visitor's open conversation, the one its next message joins (the newest, as the store worker picks)."""
+    """The visitor's unresolved conversation, the one its next message joins (as the store worker picks)."""
     return (
         select(Conversation.id)
-        .where(Conversation.visitor_id == visitor_id, Conversation.status == "open")
+        .where(Conversation.visitor_id == visitor_id, Conversation.status != "resolved")
         .order_by(Conversation.created_at.desc())
         .limit(1)
     )
