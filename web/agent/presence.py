@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import abort, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from sqlalchemy import select
 
 from desk.db import tenant_session
 from desk.models import User
@@ -21,3 +22,11 @@ def presence() -> ResponseReturnValue:
         user.presence = value
         session.commit()
     return render_template("agent/_presence.html", presence=value)
+
+
+@bp.get("/console/roster")
+def roster() -> ResponseReturnValue:
+    """The tenant's agents and their presence, for the console's roster."""
+    with tenant_session(current_user.tenant_id) as session:
+        agents = list(session.scalars(select(User).where(User.is_active).order_by(User.name)))
+    return render_template("agent/_roster.html", agents=agents)
