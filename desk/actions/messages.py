@@ -125,7 +125,7 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
         conversation = open_conversations.get(item.visitor_id)
         new_conversation = conversation is None
         if conversation is None:
-            conversation = Conversation(id=uuid.uuid4(), visitor_id=visitor.id, status="open")
+            conversation = Conversation(id=uuid.uuid4(), visitor_id=visitor.id, status="open", unread_count=0)
             session.add(conversation)
             open_conversations[visitor.id] = conversation
         visitor.last_seq += 1
