@@ -155,16 +155,17 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
 
 
-def wait_healthy(base_url: str, timeout: float = 30.0) -> None:
+def wait_ready(base_url: str, timeout: float = 30.0) -> None:
+    """Until the web process answers /readyz with 200: PostgreSQL, NATS and migrations all in order."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(base_url + "/healthz", timeout=2).status_code == 200:
+            if httpx.get(base_url + "/readyz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"{base_url}/healthz not healthy after {timeout}s")
+    raise TimeoutError(f"{base_url}/readyz not ready after {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +187,7 @@ def stack(database_url: str, nats_server: NatsServer, tmp_path_factory: pytest.T
     running.start("web", procfile["web"])
     running.start("worker", procfile["worker"])
     try:
-        wait_healthy(running.base_url)
+        wait_ready(running.base_url)
     except TimeoutError:
         pytest.fail("the stack did not become healthy:\n" + running.logs())
     yield running

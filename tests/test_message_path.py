@@ -165,6 +165,8 @@ def test_a_page_title_that_cannot_be_stored_is_left_out_not_refused(stack: Stack
     assert response.json()["visitor_token"]
 
 
-def test_health_reports_database_nats_and_version(stack: Stack) -> None:
-    health = httpx.get(stack.base_url + "/healthz").json()
-    assert health == {"status": "ok", "database": "ok", "nats": "ok", "version": health["version"]}
+def test_liveness_and_readiness_report_the_version_and_each_dependency(stack: Stack) -> None:
+    alive = httpx.get(stack.base_url + "/healthz").json()
+    assert alive == {"status": "ok", "version": alive["version"]}
+    ready = httpx.get(stack.base_url + "/readyz").json()
+    assert ready == {"status": "ok", "database": "ok", "nats": "ok", "version": alive["version"]}

@@ -1,4 +1,10 @@
-"""`/healthz`: is this process able to do its work? 503 when PostgreSQL or NATS is unreachable."""
+"""`/healthz` (liveness: the process answers) and `/readyz` (readiness: it can do its work now).
+
+A load balancer sends traffic only to ready processes; a supervisor restarts only processes that are not
+alive. So /healthz never looks at PostgreSQL or NATS (an outage there must not restart every process), and
+/readyz answers 503, saying which part is missing, while the database or NATS is unreachable or the
+database's migrations are behind the code. docs/operations.md, "Health".
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from sqlalchemy import text
 
 from desk import __version__
 from desk.db import system_session
+from desk.doctor import migration_head
 
 bp = Blueprint("health", __name__)
 
@@ -15,10 +22,11 @@ bp = Blueprint("health", __name__)
 def _database() -> str:
     try:
         with system_session() as session:
-            session.execute(text("SELECT 1"))
-        return "ok"
+            level = session.scalar(text("SELECT version_num FROM alembic_version"))
     except Exception as exc:  # any failure is "down"; the message says why
         return f"down: {type(exc).__name__}"
+    head = migration_head()
+    return "ok" if level == head else f"behind: migrations at {level}, code needs {head}"
 
 
 def _nats() -> str:
@@ -30,6 +38,11 @@ def _nats() -> str:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
+    return jsonify(status="ok", version=__version__)
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
     checks = {"database": _database(), "nats": _nats()}
-    healthy = all(value == "ok" for value in checks.values())
-    return jsonify(status="ok" if healthy else "unavailable", version=__version__, **checks), (200 if healthy else 503)
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify(status="ok" if ready else "unavailable", version=__version__, **checks), (200 if ready else 503)

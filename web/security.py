@@ -82,6 +82,10 @@ class Refusal:
     location: str = ""
 
 
+# Served over plain HTTP to loopback in production too: what a local probe or scraper asks for.
+LOCAL_CHECKS = ("/healthz", "/readyz", "/metrics")
+
+
 def refusal(config: Settings, origin: Origin, method: str, path: str, query: str, websocket: bool) -> Refusal | None:
     """None when this request may be served; otherwise the redirect (pages) or refusal (APIs, sockets) it gets."""
     if origin.secure:
@@ -91,8 +95,8 @@ def refusal(config: Settings, origin: Origin, method: str, path: str, query: str
         if loopback:
             return None
         return Refusal(403, "loopback_only", "development mode serves plain HTTP to this machine (loopback) only")
-    if loopback and path == "/healthz":
-        return None  # local checks, without TLS
+    if loopback and path in LOCAL_CHECKS:
+        return None  # health checks and the metrics scrape from this machine, without TLS
     if websocket or method not in ("GET", "HEAD") or path.startswith(API_PREFIXES):
         return Refusal(403, "tls_required", "this server accepts HTTPS (and WSS) only")
     base = config.public_url if (config.public_url or "").startswith("https://") else f"https://{origin.host}"

@@ -15,7 +15,7 @@ from honcho.environ import parse_procfile
 
 from desk.embedded import NatsServer, ensure_database, free_port
 from desk.settings import ROOT
-from tests.conftest import Stack, wait_healthy
+from tests.conftest import Stack, wait_ready
 from tests.faults.postgres import KillablePostgres
 from tests.faults.proxy import Proxy
 
@@ -98,7 +98,7 @@ def running_fault_stack(base: Path, settings: dict[str, str] | None = None) -> I
         stack.start(name)
     try:
         for port in web_ports:
-            wait_healthy(f"http://127.0.0.1:{port}")
+            wait_ready(f"http://127.0.0.1:{port}")
         yield stack
     finally:
         for name in list(stack.processes.processes):

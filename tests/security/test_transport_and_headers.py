@@ -225,3 +225,4 @@ def test_production_refuses_plain_websockets(production: str) -> None:
 
 def test_production_health_answers_plain_http_on_loopback(production: str) -> None:
     assert httpx.get(f"{production}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{production}/readyz", timeout=10).status_code == 200
