@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import ipaddress
+import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -17,7 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import maxminddb
 from geoip2fast import GeoIP2Fast
+from maxminddb.errors import InvalidDatabaseError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,6 +39,10 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 UTM_CHARS = 200
 TRAIL_LENGTH = 50
+# The site's custom attributes (Deskbell.setAttributes): kept as strings, at most this many and this long.
+ATTRIBUTES = 50
+ATTRIBUTE_KEY_CHARS = 64
+ATTRIBUTE_VALUE_CHARS = 500
 # ua-parser's expressions have had catastrophic-backtracking bugs; no real browser sends more than this.
 USER_AGENT_CHARS = 512
 # Shapes the widget sends: navigator.language, Intl's IANA time zone name, screen "WIDTHxHEIGHT".
@@ -42,6 +51,11 @@ CLIENT_FIELDS = {
     "timezone": re.compile(r"[A-Za-z0-9_+\-]{1,32}(/[A-Za-z0-9_+\-]{1,32}){0,2}"),
     "screen": re.compile(r"[0-9]{1,5}x[0-9]{1,5}"),
 }
+# The path of an MMDB city database (docs/operations.md, "GeoIP"); unset: country only.
+CITY_DB_SETTING = "GEOIP_CITY_DB"
+CITY_CHARS = 200
+
+log = logging.getLogger(__name__)
 
 
 class InvalidField(ValueError):
@@ -136,6 +150,46 @@ def parse_client(data: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def parse_attributes(value: Any) -> dict[str, str | None]:
+    """The custom attributes a page set with `Deskbell.setAttributes({...})`: strings, numbers and booleans become
+    strings (as JavaScript's String() writes them), null removes the attribute. Keys longer than
+    ATTRIBUTE_KEY_CHARS, nested values and unstorable text are left out; values are cut at ATTRIBUTE_VALUE_CHARS."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidField("invalid_attributes", "attributes must be an object")
+    found: dict[str, str | None] = {}
+    for key, raw in value.items():
+        key = key.strip()
+        if not key or len(key) > ATTRIBUTE_KEY_CHARS or not storable(key):
+            continue
+        if raw is None:
+            found[key] = None
+        elif isinstance(raw, bool):
+            found[key] = "true" if raw else "false"
+        elif isinstance(raw, int | float | str):
+            text = raw if isinstance(raw, str) else _number(raw)
+            if storable(text[:ATTRIBUTE_VALUE_CHARS]):
+                found[key] = text[:ATTRIBUTE_VALUE_CHARS]
+    return found
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def merge_attributes(stored: dict[str, str], given: dict[str, str | None]) -> dict[str, str]:
+    """Stored attributes updated with what a page set: later values win, null removes, new keys beyond ATTRIBUTES
+    are dropped (the ones kept first stay)."""
+    merged = dict(stored)
+    for key, value in given.items():
+        if value is None:
+            merged.pop(key, None)
+        elif key in merged or len(merged) < ATTRIBUTES:
+            merged[key] = value
+    return merged
+
+
 def utm(url: str) -> dict[str, str]:
     """The campaign parameters of a page URL (empty when it has none)."""
     try:
@@ -178,16 +232,83 @@ def _geoip() -> GeoIP2Fast:
     return GeoIP2Fast(geoip2fast_data_file="geoip2fast-ipv6.dat.gz", verbose=False)
 
 
+@functools.cache
+def _city_db(path: str) -> maxminddb.Reader | None:
+    """The operator's city database (docs/operations.md, "GeoIP"), opened once per process; None when unusable.
+
+    No maintained PyPI package ships city data under a licence we may redistribute, so the file is the operator's:
+    DB-IP City Lite or MaxMind GeoLite2 City, both MMDB. A missing or broken file costs the city, never a request.
+    """
+    try:
+        reader = maxminddb.open_database(path)
+    except (OSError, InvalidDatabaseError, ValueError) as exc:
+        log.error("%s=%s cannot be read (%s): visitors get their country only", CITY_DB_SETTING, path, exc)
+        return None
+    meta = reader.metadata()
+    built = datetime.fromtimestamp(meta.build_epoch, UTC).date().isoformat()
+    log.info("%s=%s: %s built %s", CITY_DB_SETTING, path, meta.database_type, built)
+    return reader
+
+
+def city_db() -> maxminddb.Reader | None:
+    """The configured city database, or None without one; call it at start-up to report a bad file early."""
+    path = os.environ.get(CITY_DB_SETTING, "").strip()
+    return _city_db(path) if path else None
+
+
+def _name(record: dict[str, Any], key: str) -> str | None:
+    """`record[key]["names"]`, in English when there (GeoLite2 and DB-IP Lite always have it), else any language."""
+    part = record.get(key)
+    names = part.get("names") if isinstance(part, dict) else None
+    if not isinstance(names, dict) or not names:
+        return None
+    name = names.get("en") or next(iter(names.values()))
+    return name[:CITY_CHARS] if isinstance(name, str) and name and storable(name[:CITY_CHARS]) else None
+
+
+def _city(ip: str) -> tuple[str | None, dict[str, str | None]]:
+    """The city database's city of `ip`, and its country when it names one: (None, {}) without a database."""
+    reader = city_db()
+    if reader is None:
+        return None, {}
+    try:
+        record = reader.get(ip)
+    except ValueError:  # an IPv6 address and an IPv4-only file
+        return None, {}
+    except InvalidDatabaseError as exc:  # the file changed under us, or its data section is damaged
+        log.error("%s: no city for %s (%s)", CITY_DB_SETTING, ip, exc)
+        return None, {}
+    if not isinstance(record, dict):
+        return None, {}
+    country = record.get("country")
+    code = country.get("iso_code") if isinstance(country, dict) else None
+    if not (isinstance(code, str) and len(code) == 2):
+        return _name(record, "city"), {}
+    return _name(record, "city"), {"country": code, "country_name": _name(record, "country")}
+
+
 def location(ip: str | None) -> dict[str, str | None]:
-    """Country of an IP address, offline. City stays unknown: no maintained PyPI package bundles city data."""
+    """Country of an IP address from the bundled database; its city from the operator's city database, if any.
+
+    Where the city database places the address in another country than the bundled data (which is older), the
+    city database's country is shown with its city, so the console never shows a city in the wrong country.
+    """
     unknown: dict[str, str | None] = {"country": None, "country_name": None, "city": None}
-    if not ip:
+    try:
+        address = ipaddress.ip_address(ip or "")
+    except ValueError:
         return unknown
-    found = _geoip().lookup(ip)
-    if found.is_private or len(found.country_code) != 2:
+    found = _geoip().lookup(str(address))
+    if found.is_private:
         return unknown
-    city = getattr(found.city, "name", "") or None
-    return {"country": found.country_code, "country_name": found.country_name, "city": city}
+    known = len(found.country_code) == 2 and found.country_code.isalpha()
+    country = {"country": found.country_code, "country_name": found.country_name} if known else {}
+    city, city_country = _city(str(address))
+    if city and city_country:
+        country = city_country
+    elif not country:
+        return unknown
+    return {**unknown, **country, "city": city}
 
 
 def context(page: dict[str, str], client: dict[str, str], user_agent_header: str, ip: str | None) -> dict[str, Any]:
@@ -242,10 +363,12 @@ def record_visit(
     found: dict[str, Any],
     at: datetime | None = None,
     email: str | None = None,
+    attributes: dict[str, str | None] | None = None,
 ) -> None:
     """Apply one session request to the visitor: a proved identity's name and email, the page, trail and context.
 
     An `email` the visitor typed is kept only for anonymous visitors: an identified one keeps the site's, proved one.
+    `attributes` (from `parse_attributes`) are merged into the stored ones, under context["attributes"].
     """
     if identity is not None:
         visitor.name = identity.name or visitor.name
@@ -256,4 +379,7 @@ def record_visit(
         visitor.page = page
     if page.get("url"):
         visitor.trail = extend_trail(visitor.trail or [], page, at or datetime.now(UTC))
-    visitor.context = {**(visitor.context or {}), **found}
+    merged = {**(visitor.context or {}), **found}
+    if attributes:
+        merged["attributes"] = merge_attributes(merged.get("attributes") or {}, attributes)
+    visitor.context = merged
