@@ -1,4 +1,4 @@
-"""The `deskbell` command: release, bootstrap, dead, dev. docs/operations.md shows each in use."""
+"""The `deskbell` command: release, bootstrap, doctor, dead, dev. docs/operations.md shows each in use."""
 
 from __future__ import annotations
 
@@ -253,6 +253,20 @@ def dead_replay(seqs: tuple[int, ...], replay_all: bool) -> None:
 
 
 @main.command()
+@click.option("--public-url", default=None, help="Where browsers reach Deskbell (default: $PUBLIC_URL).")
+@click.option("--no-edge", is_flag=True, help="Skip the check through the public URL (no web process yet).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def doctor(public_url: str | None, no_edge: bool, as_json: bool) -> None:
+    """Check configuration, database, NATS, the public URL, disk and clock; exit 1 if anything fails."""
+    from desk import doctor as checks
+
+    results = checks.run_all(public_url, edge=not no_edge)
+    click.echo(checks.report(results, as_json))
+    if not all(c.ok for c in results):
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--port", type=int, default=None, help="HTTP port (default: $PORT or 8000).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to run.")
 def dev(port: int | None, workers: int) -> None:
@@ -283,6 +297,7 @@ def dev(port: int | None, workers: int) -> None:
         procfile = parse_procfile((ROOT / "Procfile").read_text())
         _run_release(env)
         _print_demo_logins(env)
+        _self_check()
         manager = Manager()
         for name, entry in procfile.processes.items():
             if name == "release":
@@ -299,6 +314,16 @@ def dev(port: int | None, workers: int) -> None:
     finally:
         if nats is not None:
             nats.stop()
+
+
+def _self_check() -> None:
+    """`doctor` on every start (the edge check needs the web process, so it is left to `deskbell doctor`)."""
+    from desk import doctor as checks
+
+    results = checks.run_all(edge=False)
+    click.echo("\n" + checks.report(results), err=True)
+    if not all(c.ok for c in results):
+        click.echo("dev: some checks failed (above); Deskbell starts anyway", err=True)
 
 
 def _run_release(env: dict[str, str]) -> None:
