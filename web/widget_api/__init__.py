@@ -62,6 +62,7 @@ def create_session() -> ResponseReturnValue:
         identity = visitor_context.parse_identity(data.get("identity"))
         client = visitor_context.parse_client(data)
         email = visitor_context.parse_email(data.get("email"))
+        attributes = visitor_context.parse_attributes(data.get("attributes"))
     except visitor_context.InvalidField as exc:
         return _error(400, exc.code, exc.message)
     with system_session() as session:
@@ -84,7 +85,7 @@ def create_session() -> ResponseReturnValue:
         visitor = visitor_context.find_visitor(
             session, site.id, claims.visitor_id if claims else None, proved.external_id if proved else None
         )
-        visitor_context.record_visit(visitor, proved, page, found, email=email)
+        visitor_context.record_visit(visitor, proved, page, found, email=email, attributes=attributes)
         session.commit()
         agents_online = session.scalar(online_agent()) is not None
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
