@@ -95,7 +95,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     app.extensions["deskbell.bus"] = SyncBus(config.nats_url, "web") if config.nats_url else None
 
-    from web import health, security, vendor
+    from web import health, metrics, security, vendor
     from web.agent import bp as agent_bp
     from web.auth import bp as auth_bp
     from web.widget_api import bp as widget_bp
@@ -106,5 +106,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(widget_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vendor.bp)
+    metrics.install(app)
     security.install(app)
     return app

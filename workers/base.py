@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
 import nats.errors
+import prometheus_client
 import sqlalchemy.exc
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -22,7 +24,8 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from desk import bus, settings, subjects
+from desk import bus, metrics, settings, subjects
+from desk.db import engine
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ OUTAGES = (
 )
 OUTAGE_RETRY_SECONDS = (0.25, 2.0)  # first and longest wait between retries of a held batch
 ERROR_HEADER_CHARS = 500
+METRICS_PORT_RANGE = 32
 
 
 async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop: asyncio.Event) -> None:
@@ -62,6 +66,7 @@ async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop:
             log.warning("%s: fetch failed (%s); retrying", durable, exc)
             await asyncio.sleep(0.5)
             continue
+        metrics.BATCH_SIZE.labels(durable).observe(len(msgs))
         # A slow batch is still ours: say so before ack_wait runs out, or JetStream gives it to another worker.
         keep_alive = asyncio.create_task(_in_progress(msgs, progress_every))
         try:
@@ -128,6 +133,7 @@ class _Batch:
                 wait = min(wait * 2, longest)
             except Exception as exc:
                 log.exception("%s: %d message(s) from %s failed", self.durable, len(msgs), msgs[0].subject)
+                metrics.ERRORS.labels(self.durable, _name(exc)).inc()
                 return exc
 
     async def retry_or_bury(self, msg: Msg, exc: Exception) -> None:
@@ -157,6 +163,7 @@ async def _bury(js: JetStreamContext, durable: str, msg: Msg, exc: Exception) ->
     await js.publish(subjects.dead_letter(durable), msg.data, headers=headers, timeout=bus.PUBLISH_TIMEOUT)
     await msg.term()
     log.error("%s: dead-lettered %s after %d deliveries", durable, msg.subject, meta.num_delivered)
+    metrics.ERRORS.labels(durable, "dead_lettered").inc()
 
 
 async def _in_progress(msgs: list[Msg], every: float) -> None:
@@ -178,6 +185,24 @@ async def _quietly(op: Awaitable[None]) -> None:
         log.warning("ack/nak not delivered: %s", exc)
 
 
+def serve_metrics() -> int | None:
+    """Serve /metrics on WORKER_METRICS_PORT, or the next free port above it (several workers on one machine
+    each take one; the log says which). Unset: no metrics server."""
+    first = int(os.environ.get("WORKER_METRICS_PORT") or 0)
+    if not first:
+        return None
+    for port in range(first, first + METRICS_PORT_RANGE):
+        try:
+            prometheus_client.start_http_server(port, addr=os.environ.get("WORKER_METRICS_HOST", "127.0.0.1"))
+        except OSError:
+            continue
+        log.info("worker: metrics on port %d", port)
+        metrics.track_pool(lambda: engine().pool.checkedout())  # type: ignore[attr-defined]
+        return port
+    log.error("worker: no free metrics port in %d-%d", first, first + METRICS_PORT_RANGE - 1)
+    return None
+
+
 def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
     """Run consumers until SIGTERM or SIGINT, then finish and ack the current batches and disconnect."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -190,6 +215,7 @@ def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        serve_metrics()
         nc = await bus.connect(config.nats_url, name)
         log.info("%s: consuming %s", name, ", ".join(durable for _, durable, _ in consumers))
         await asyncio.gather(*(consume(nc, s, d, h, stop) for s, d, h in consumers))

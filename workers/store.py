@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import defaultdict
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from desk import bus, subjects
+from desk import bus, metrics, subjects
 from desk.actions.messages import Inbound, Stored, as_event, do_store_messages
 from desk.db import tenant_session
 
@@ -32,12 +33,17 @@ def _store(tenant_id: uuid.UUID, batch: list[Inbound]) -> list[Stored | None]:
 
 async def handle(nc: Client, msgs: list[Msg]) -> None:
     by_tenant: dict[uuid.UUID, list[Inbound]] = defaultdict(list)
+    received_at: dict[uuid.UUID, list[float]] = defaultdict(list)
     for msg in msgs:
         # A malformed message raises: workers/base.py retries it alone and then keeps it as a dead letter.
-        by_tenant[subjects.tenant_of(msg.subject)].append(Inbound.from_payload(json.loads(msg.data)))
+        tenant_id = subjects.tenant_of(msg.subject)
+        by_tenant[tenant_id].append(Inbound.from_payload(json.loads(msg.data)))
+        received_at[tenant_id].append(msg.metadata.timestamp.timestamp())
     js = nc.jetstream()
     for tenant_id, batch in by_tenant.items():
         results = await asyncio.to_thread(_store, tenant_id, batch)
+        for received in received_at[tenant_id]:  # JetStream's receive time -> committed
+            metrics.ACK_LATENCY.labels("stored").observe(max(0.0, time.time() - received))
         for item, stored in zip(batch, results, strict=True):
             if stored is None:
                 log.error("dropping message for unknown visitor %s of tenant %s", item.visitor_id, tenant_id)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from desk import bus, protocol, signals, subjects, tokens
+from desk import bus, metrics, protocol, signals, subjects, tokens
 from desk.actions.messages import Inbound, as_event
 from desk.bus import BusUnavailable, publish_durable
 from desk.db import tenant_session
@@ -178,6 +179,7 @@ class VisitorLink:
     async def store(self, frame: protocol.Send) -> dict[str, Any]:
         """Publish a visitor's message and return its `ack` once stored, or an error frame to retry on."""
         claims = self.claims
+        started = time.monotonic()
         future = self.waiting.setdefault(frame.client_id, asyncio.get_running_loop().create_future())
         inbound = Inbound(visitor_id=claims.visitor_id, client_id=frame.client_id, body=frame.body)
         try:
@@ -190,7 +192,10 @@ class VisitorLink:
                 )
             except BusUnavailable as exc:
                 log.warning("edge: publish failed for visitor %s: %s", claims.visitor_id, exc)
+                metrics.ERRORS.labels("edge", "unavailable").inc()
                 return protocol.error("unavailable", "message not accepted; send it again", client_id=frame.client_id)
+            metrics.ACK_LATENCY.labels("published").observe(metrics.since(started))
+            metrics.MESSAGES_IN.labels("visitor").inc()
             # A duplicate within JetStream's window may have been stored long ago: ask PostgreSQL first.
             stored = await asyncio.to_thread(_stored, claims, frame.client_id) if puback.duplicate else None
             try:
@@ -199,9 +204,11 @@ class VisitorLink:
                 # The event may have been missed: PostgreSQL decides.
                 stored = await asyncio.to_thread(_stored, claims, frame.client_id)
                 if stored is None:
+                    metrics.ERRORS.labels("edge", "not_stored_yet").inc()
                     return protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
             self.conversation_id = stored["conversation_id"]
             self._typing_at = float("-inf")  # typing after a message is a new burst: pass its first on
+            metrics.ACK_LATENCY.labels("acked").observe(metrics.since(started))
             return protocol.ack(frame.client_id, stored["seq"], stored["conversation_id"])
         finally:
             self.waiting.pop(frame.client_id, None)

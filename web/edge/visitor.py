@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from desk import protocol
+from desk import metrics, protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
 from web.edge.hub import Hub
@@ -76,12 +76,16 @@ class VisitorSocket:
             if item is not RESYNC and follows_on(self.delivered, [item]):
                 await self.send(protocol.message(item))
                 self.delivered = item["seq"]
+                metrics.MESSAGES_OUT.labels("visitor").inc()
+                if item["sender"] != "visitor":  # an agent's reply reaching the visitor, live
+                    metrics.ACK_LATENCY.labels("delivered").observe(metrics.age(item["created_at"]))
                 continue
             while True:
                 page = await self.link.after(self.delivered)
                 for stored in page:
                     await self.send(protocol.message(stored))
                     self.delivered = stored["seq"]
+                    metrics.MESSAGES_OUT.labels("visitor").inc()
                 if len(page) < REPLAY_PAGE:
                     break
 
@@ -151,6 +155,7 @@ class VisitorSocket:
         and catches up (a socket that only answers pings would look alive and do nothing)."""
         await self.link.open()
         hub.sockets.add(self)
+        metrics.SOCKETS.labels("visitor_ws").inc()
         parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat())
         tasks = [asyncio.create_task(part) for part in parts]
         try:
@@ -158,10 +163,12 @@ class VisitorSocket:
             error = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
             if error is not None and not isinstance(error, GONE):
                 log.error("edge: closing visitor %s's socket", self.link.claims.visitor_id, exc_info=error)
+                metrics.ERRORS.labels("edge", type(error).__name__).inc()
                 with contextlib.suppress(*GONE):
                     await self.ws.close(CLOSE_INTERNAL, "server error; reconnect")
         finally:
             hub.sockets.discard(self)
+            metrics.SOCKETS.labels("visitor_ws").dec()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
