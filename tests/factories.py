@@ -58,3 +58,16 @@ def assignee_of(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> uuid.UUID |
         conversation = session.get(Conversation, conversation_id)
         assert conversation is not None
         return conversation.assignee_id
+
+
+def new_team(tenant_id: uuid.UUID, name: str, *members: uuid.UUID) -> uuid.UUID:
+    """A team with its members. Teams are managed by the admin pages (not built yet), so this adds the rows."""
+    from desk.models import Team, TeamMember
+
+    with tenant_session(tenant_id) as session:
+        team = Team(name=name)
+        session.add(team)
+        session.flush()
+        session.add_all(TeamMember(team_id=team.id, user_id=m) for m in members)
+        session.commit()
+        return team.id

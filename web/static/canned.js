@@ -1,1 +1,226 @@
-// Canned responses in the composer: type "/" and a shortcut (web/agent/canned.py).
+// The composer's helpers (templates/agent/_composer.html) and the action bar's time zone
+// (templates/agent/_actions.html); no inline scripts, no framework:
+// - saved replies: "/" at the start of a word opens a list from /console/canned/search (web/agent/canned.py),
+//   filtered as you type; arrows move, Enter or Tab inserts the text in place of "/shortcut", Esc closes;
+// - Reply / Private note: the switch points the form at the reply or the notes route;
+// - emoji: the picker inserts at the cursor;
+// - snooze: the browser's time zone goes with the form, and times are shown in it.
+(function () {
+  "use strict";
+
+  var TOKEN = /(^|\s)\/([A-Za-z0-9_-]{0,32})$/;
+
+  function composerOf(node) {
+    return node && node.closest ? node.closest("form.composer") : null;
+  }
+
+  // Put `text` in place of box.value[start:end], leave the cursor after it, and tell listeners (drafts, typing).
+  function replaceRange(box, start, end, text) {
+    box.focus();
+    box.setRangeText(text, start, end, "end");
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+  }
+
+  // -- saved replies ------------------------------------------------------------------------------------------
+
+  var menu = null;      // the open list: {box, list, items, active, start, end}
+  var asked = 0;        // the newest search sent; older answers are dropped
+  var inserting = false;
+  var nextId = 0;
+
+  function closeMenu() {
+    if (!menu) return;
+    menu.list.remove();
+    menu.box.removeAttribute("aria-activedescendant");
+    menu.box.setAttribute("aria-expanded", "false");
+    menu = null;
+  }
+
+  function highlight(index) {
+    if (!menu || !menu.items.length) return;
+    menu.active = (index + menu.items.length) % menu.items.length;
+    var options = menu.list.querySelectorAll("[role=option]");
+    options.forEach(function (li, i) {
+      li.setAttribute("aria-selected", i === menu.active ? "true" : "false");
+    });
+    var current = options[menu.active];
+    menu.box.setAttribute("aria-activedescendant", current.id);
+    current.scrollIntoView({ block: "nearest" });
+  }
+
+  function choose(index) {
+    if (!menu) return;
+    var item = menu.items[index], box = menu.box, start = menu.start, end = menu.end;
+    closeMenu();
+    inserting = true;
+    try {
+      replaceRange(box, start, end, item.body);
+    } finally {
+      inserting = false;
+    }
+  }
+
+  function showMenu(box, token, results) {
+    closeMenu();
+    if (!results.length) return;
+    var list = document.createElement("ul");
+    list.className = "canned-menu";
+    list.id = "canned-menu-" + (++nextId);
+    list.setAttribute("role", "listbox");
+    list.setAttribute("aria-label", "Saved replies");
+    results.forEach(function (item, i) {
+      var li = document.createElement("li");
+      li.id = list.id + "-" + i;
+      li.setAttribute("role", "option");
+      li.setAttribute("data-shortcut", item.shortcut);
+      var name = document.createElement("strong");
+      name.textContent = "/" + item.shortcut;
+      var text = document.createElement("span");
+      text.className = "canned-preview";
+      text.textContent = item.body.length > 90 ? item.body.slice(0, 90) + "…" : item.body;
+      li.appendChild(name);
+      li.appendChild(text);
+      if (item.shared) {
+        var tag = document.createElement("span");
+        tag.className = "canned-shared";
+        tag.textContent = "shared";
+        li.appendChild(tag);
+      }
+      // mousedown, not click: the textarea keeps its focus and its cursor.
+      li.addEventListener("mousedown", function (evt) {
+        evt.preventDefault();
+        choose(i);
+      });
+      list.appendChild(li);
+    });
+    box.insertAdjacentElement("afterend", list);
+    box.setAttribute("aria-controls", list.id);
+    box.setAttribute("aria-expanded", "true");
+    menu = { box: box, list: list, items: results, active: 0, start: token.start, end: token.end };
+    highlight(0);
+  }
+
+  // The "/word" just before the cursor, if the cursor is at the end of one.
+  function tokenAt(box) {
+    if (box.selectionStart !== box.selectionEnd) return null;
+    var before = box.value.slice(0, box.selectionStart);
+    var found = TOKEN.exec(before);
+    if (!found) return null;
+    return { query: found[2], start: before.length - found[2].length - 1, end: before.length };
+  }
+
+  function lookUp(box) {
+    var form = composerOf(box);
+    var token = tokenAt(box);
+    if (!form || !token) {
+      closeMenu();
+      return;
+    }
+    var mine = ++asked;
+    var url = form.getAttribute("data-canned-url") + "?q=" + encodeURIComponent(token.query);
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : { results: [] }; })
+      .then(function (data) {
+        if (mine !== asked || document.activeElement !== box) return;
+        var now = tokenAt(box);
+        if (!now || now.query !== token.query) return;
+        showMenu(box, now, data.results || []);
+      })
+      .catch(function () { closeMenu(); });
+  }
+
+  document.addEventListener("input", function (evt) {
+    if (inserting || evt.target.tagName !== "TEXTAREA" || !composerOf(evt.target)) return;
+    lookUp(evt.target);
+  });
+
+  // Capture: the open list takes its keys before anything else on the page (keyboard shortcuts, sending).
+  document.addEventListener("keydown", function (evt) {
+    if (!menu || evt.target !== menu.box) return;
+    if (evt.ctrlKey || evt.metaKey || evt.altKey) return;
+    var handled = true;
+    if (evt.key === "ArrowDown") highlight(menu.active + 1);
+    else if (evt.key === "ArrowUp") highlight(menu.active - 1);
+    else if (evt.key === "Enter" || (evt.key === "Tab" && !evt.shiftKey)) choose(menu.active);
+    else if (evt.key === "Escape") closeMenu();
+    else handled = false;
+    if (handled) {
+      evt.preventDefault();
+      evt.stopPropagation();
+    }
+  }, true);
+
+  document.addEventListener("focusout", function (evt) {
+    if (menu && evt.target === menu.box) closeMenu();
+  });
+  document.addEventListener("htmx:beforeSwap", function () { closeMenu(); });
+
+  // -- reply or private note ----------------------------------------------------------------------------------
+
+  function setMode(form, mode) {
+    var note = mode === "note";
+    var url = form.getAttribute(note ? "data-note-url" : "data-reply-url");
+    form.setAttribute("hx-post", url);
+    form.setAttribute("action", url);
+    form.setAttribute("data-mode", note ? "note" : "reply");
+    form.classList.toggle("composer-note", note);
+    form.classList.toggle("composer-reply", !note);
+    form.querySelectorAll("[data-mode-switch]").forEach(function (b) {
+      b.setAttribute("aria-pressed", b.getAttribute("data-mode-switch") === mode ? "true" : "false");
+    });
+    var hint = form.querySelector(".note-hint");
+    if (hint) hint.textContent = note ? "Private note · only agents see this" : "";
+    var box = form.querySelector("textarea[name=body]");
+    if (box) {
+      box.setAttribute("aria-label", note ? "Private note" : "Reply");
+      box.setAttribute("placeholder", box.getAttribute(note ? "data-note-placeholder" : "data-reply-placeholder"));
+      box.focus();
+    }
+    var send = form.querySelector("button.send");
+    if (send) send.textContent = send.getAttribute(note ? "data-note-label" : "data-reply-label");
+    if (window.htmx) window.htmx.process(form);  // htmx reads hx-post when it sets a form up: set it up again
+  }
+
+  document.addEventListener("click", function (evt) {
+    var target = evt.target;
+    if (!target.closest) return;
+    var modeButton = target.closest("[data-mode-switch]");
+    if (modeButton && composerOf(modeButton)) {
+      setMode(composerOf(modeButton), modeButton.getAttribute("data-mode-switch"));
+      return;
+    }
+    var emoji = target.closest("[data-emoji]");
+    if (emoji && composerOf(emoji)) {
+      var box = composerOf(emoji).querySelector("textarea[name=body]");
+      if (box) replaceRange(box, box.selectionStart, box.selectionEnd, emoji.getAttribute("data-emoji"));
+      var picker = emoji.closest("details");
+      if (picker) picker.open = false;
+    }
+  });
+
+  // -- time zones -----------------------------------------------------------------------------------------------
+
+  var zone = "UTC";
+  try {
+    zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  } catch (e) { /* an old browser: the server reads the times as UTC */ }
+
+  function localise(root) {
+    if (!root || !root.querySelectorAll) return;
+    root.querySelectorAll("input[name=tz]").forEach(function (input) {
+      if (!input.value) input.value = zone;
+    });
+    root.querySelectorAll("time.local[datetime]").forEach(function (t) {
+      var when = new Date(t.getAttribute("datetime"));
+      if (isNaN(when.getTime())) return;
+      t.textContent = when.toLocaleString(undefined, {
+        weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit"
+      });
+      t.title = t.getAttribute("datetime");
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  document.addEventListener("htmx:load", function (evt) { localise(evt.detail.elt); });
+  // Capture, before htmx reads the form: a form that came without the zone still sends it.
+  document.addEventListener("submit", function (evt) { localise(evt.target); }, true);
+})();
