@@ -15,7 +15,7 @@ from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 from markupsafe import Markup, escape
 
-from desk import __version__, attachments, settings
+from desk import __version__, attachments, logs, settings
 from desk.bus import SyncBus
 from desk.db import system_session
 from desk.models import User
@@ -90,6 +90,22 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["hhmm"] = _hhmm
     app.jinja_env.filters["message_body"] = _message_body
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = logs.request_id(request.headers.get("X-Request-ID"))
+        g.request_id_token = logs.REQUEST_ID.set(g.request_id)
+
+    @app.after_request
+    def _say_request_id(response: Any) -> Any:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def _forget_request_id(_exc: BaseException | None) -> None:
+        # Flask's threads serve request after request: the next one must not log under this id.
+        if "request_id_token" in g:
+            logs.REQUEST_ID.reset(g.request_id_token)
 
     csrf.init_app(app)
     login_manager.init_app(app)

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from desk import settings
+from desk import logs, settings
 from web import create_app, security
 from web.edge import polling
 from web.edge.console import console_stream
@@ -48,7 +48,7 @@ class ThreadedWsgiToAsgi(WsgiToAsgi):
 
 def build() -> Starlette:
     config = settings.load()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("web")
     logging.getLogger("hypercorn.error").propagate = False  # Hypercorn prints its own lines already
     if not config.nats_url:
         raise RuntimeError("NATS_URL is not set (the dev runner sets it for the embedded nats-server)")

@@ -24,7 +24,7 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from desk import bus, metrics, settings, subjects
+from desk import bus, logs, metrics, settings, subjects
 from desk.db import engine
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def serve_metrics() -> int | None:
 
 def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
     """Run consumers until SIGTERM or SIGINT, then finish and ack the current batches and disconnect."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(name)
 
     async def main() -> None:
         config = settings.load()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from flask import Blueprint, redirect, render_template, request, url_for
@@ -14,6 +15,7 @@ from desk.db import system_session, tenant_session
 from desk.models import AuditLog, User
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 
 class SessionUser:
@@ -73,6 +75,7 @@ def login() -> ResponseReturnValue:
             _audit(user.tenant_id, user.id, "login.success", email)
             return redirect(url_for("agent.inbox"))
         _audit(user.tenant_id if user else None, user.id if user else None, "login.failure", email)
+        log.warning("auth: failed login", extra={"email": email, "ip": request.remote_addr})
         error = "Wrong email or password."
     return render_template("auth/login.html", error=error), 401 if error else 200
 
