@@ -50,7 +50,7 @@ def resolve(conversation_id: uuid.UUID) -> None:
 
 
 def panel(page: str) -> str:
-    start = page.index('id="visitor-panel"')
+    start = page.index('<details class="visitor-panel')
     return page[start : page.index("</details>", start)]
 
 
