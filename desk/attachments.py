@@ -1,6 +1,8 @@
-"""Files visitors attach: the type found from the bytes, the rows, the files under the data folder.
+"""Files visitors and agents attach: the type found from the bytes, the rows, the files under the data folder.
 
-docs/protocol.md ("Attachments") and docs/operations.md (limits, the storage folder).
+Every file belongs to one visitor: the one who uploaded it, or the visitor of the conversation an agent attached it
+to; that visitor and the tenant's agents may fetch it. docs/protocol.md ("Attachments"), docs/widget.md
+("Attachments") and docs/operations.md (limits, the storage folder).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ EXTENSIONS = {
     "application/pdf": "pdf",
     "text/plain": "txt",
 }
+# Room for the multipart framing around the file: an upload request's body may be this much over the file limit.
+MULTIPART_OVERHEAD = 64 * 1024
 # Text that a browser could take for markup (HTML, SVG, XML) is not plain text, whatever its name says.
 _MARKUP = re.compile(rb"^\s*<", re.S)
 
@@ -91,20 +95,24 @@ def do_store_attachment(
     data: bytes,
     max_bytes: int,
     allowed_types: tuple[str, ...],
-    per_hour: int,
+    per_hour: int | None,
 ) -> Attachment:
-    """Check the limits, write the file, then commit its row (a file without a row is never served)."""
+    """Check the limits, write the file, then commit its row (a file without a row is never served).
+
+    `per_hour` limits a visitor's own uploads; None (an agent's upload, for `visitor_id`'s conversation) skips it.
+    """
     if len(data) > max_bytes:
         raise Refused(413, "too_large", f"the file is larger than {max_bytes} bytes")
     content_type = sniff(data)
     if content_type not in allowed_types:
         raise Refused(415, "type_not_allowed", "allowed types: " + ", ".join(allowed_types))
-    since = datetime.now(UTC) - timedelta(hours=1)
-    recent = session.scalar(
-        select(func.count()).where(Attachment.visitor_id == visitor_id, Attachment.created_at > since)
-    )
-    if (recent or 0) >= per_hour:
-        raise Refused(429, "too_many_uploads", f"at most {per_hour} uploads an hour")
+    if per_hour is not None:
+        since = datetime.now(UTC) - timedelta(hours=1)
+        recent = session.scalar(
+            select(func.count()).where(Attachment.visitor_id == visitor_id, Attachment.created_at > since)
+        )
+        if (recent or 0) >= per_hour:
+            raise Refused(429, "too_many_uploads", f"at most {per_hour} uploads an hour")
     attachment = Attachment(
         id=uuid.uuid4(),
         tenant_id=tenant_id,

@@ -54,4 +54,4 @@ def visitor_of(conversation_id: uuid.UUID) -> uuid.UUID:
         return conversation.visitor_id
 
 
-from web.agent import actions, canned, conversation, inbox, presence, search  # noqa: E402,F401  (routes)
+from web.agent import actions, attachments, canned, conversation, inbox, presence, search  # noqa: E402,F401  (routes)
