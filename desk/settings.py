@@ -54,6 +54,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Presence:
+    """Agents' presence (docs/operations.md, "Presence and the sweeper")."""
+
+    # How often an open console tab tells the server the agent is still there.
+    heartbeat_seconds: int = 20
+    # Silence after which the sweeper turns an online agent away; longer than a heartbeat or two.
+    grace_seconds: int = 60
+    # How often each worker sweeps: silent agents, and snoozed conversations whose time has come.
+    sweep_seconds: int = 5
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     database_url: str | None
@@ -63,6 +75,7 @@ class Settings:
     port: int
     public_url: str | None  # where browsers reach us; None: the host of each request
     limits: Limits = field(default_factory=Limits)
+    presence: Presence = field(default_factory=Presence)
     # Reverse proxies whose X-Forwarded-For/Proto/Host we believe; empty: believe no one.
     trusted_proxies: tuple[Network, ...] = ()
 
@@ -105,6 +118,20 @@ def _types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return chosen or default
 
 
+def _presence() -> Presence:
+    presence = Presence(
+        heartbeat_seconds=_int("DESKBELL_PRESENCE_HEARTBEAT_SECONDS", Presence.heartbeat_seconds),
+        grace_seconds=_int("DESKBELL_PRESENCE_GRACE_SECONDS", Presence.grace_seconds),
+        sweep_seconds=_int("DESKBELL_SWEEP_SECONDS", Presence.sweep_seconds),
+    )
+    if min(presence.heartbeat_seconds, presence.sweep_seconds) < 1:
+        raise RuntimeError("DESKBELL_PRESENCE_HEARTBEAT_SECONDS and DESKBELL_SWEEP_SECONDS must be at least 1")
+    # A grace no longer than the heartbeat would turn away agents whose console is open.
+    if presence.grace_seconds <= presence.heartbeat_seconds:
+        raise RuntimeError("DESKBELL_PRESENCE_GRACE_SECONDS must be longer than DESKBELL_PRESENCE_HEARTBEAT_SECONDS")
+    return presence
+
+
 def load() -> Settings:
     env = os.environ.get("DESKBELL_ENV", "development")
     data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
@@ -130,5 +157,6 @@ def load() -> Settings:
         port=port,
         public_url=(os.environ.get("PUBLIC_URL") or "").rstrip("/") or None,
         limits=limits,
+        presence=_presence(),
         trusted_proxies=_networks("TRUSTED_PROXIES"),
     )
