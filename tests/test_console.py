@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections.abc import AsyncIterator
 
 import httpx
 import websockets
@@ -116,3 +118,105 @@ def test_a_reply_while_nats_is_down_says_so_and_keeps_the_draft(stack: Stack) ->
     healthy = Agent(stack.base_url)
     healthy.login(login["email"], login["password"])
     assert healthy.thread(conversation_id) == ["anyone?"]
+
+
+# -- the console's panes and live stream -------------------------------------------------------------------------
+
+
+def test_a_pane_catches_up_from_its_cursors_and_its_parts_are_fragments(stack: Stack) -> None:
+    tenant = stack.bootstrap("ida")
+
+    async def scenario() -> str:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        conversation = ""
+        for n, body in enumerate(("one", "two", "three")):
+            await visitor.send({"type": "message", "client_id": f"c{n}", "body": body})
+            conversation = (await visitor.expect("ack"))["conversation_id"]
+        await visitor.close()
+        return conversation
+
+    conversation_id = asyncio.run(scenario())
+    agent = Agent(stack.base_url)
+    agent.login(tenant["agents"][0]["email"], tenant["agents"][0]["password"])
+
+    pane = agent.client.get(f"/console/c/{conversation_id}/pane").text
+    assert pane.lstrip().startswith('<section class="pane"') and "<html" not in pane
+    assert re.findall(r'data-seq="(\d+)"', pane) == ["1", "2", "3"]
+    assert 'class="composer' in pane
+    after = agent.client.get(f"/console/c/{conversation_id}/timeline", params={"after_seq": 1, "after_event": 0})
+    assert re.findall(r'<div class="body">(.*?)</div>', after.text) == ["two", "three"]
+    assert agent.client.get(f"/console/c/{conversation_id}/timeline", params={"after_seq": 3}).text.strip() == ""
+    bad = agent.client.get(f"/console/c/{conversation_id}/timeline", params={"after_seq": -1})
+    assert bad.status_code == 400
+    assert agent.client.get("/console/c/00000000-0000-0000-0000-000000000000/pane").status_code == 404
+    header = agent.client.get(f"/console/c/{conversation_id}/header").text
+    assert "<h2>" in header and "waiting" in header and "<html" not in header
+
+    page = agent.conversation_page(conversation_id)
+    assert f'id="pane-{conversation_id}"' in page and 'id="conversation-list"' in page, "a deep link: list and pane"
+
+
+async def console_events(agent: Agent) -> AsyncIterator[tuple[str, str]]:
+    """The console's live stream as (event, data) pairs."""
+    async with (
+        httpx.AsyncClient(base_url=agent.client.base_url, cookies=agent.client.cookies, timeout=30) as client,
+        client.stream("GET", "/live/console") as response,
+    ):
+        assert response.status_code == 200
+        event, data = "", []
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and event:
+                yield event, "\n".join(data)
+                event, data = "", []
+
+
+async def next_event(stream: AsyncIterator[tuple[str, str]], name: str, seen: list[tuple[str, str]]) -> str:
+    async for event, data in stream:
+        seen.append((event, data))
+        if event == name:
+            return data
+    raise AssertionError(f"the stream ended before a {name} event")
+
+
+def test_the_stream_signals_list_and_conversation_changes_and_calls_for_attention(stack: Stack) -> None:
+    tenant = stack.bootstrap("jo")
+    login = tenant["agents"][0]
+
+    async def scenario() -> None:
+        agent = Agent(stack.base_url)
+        await asyncio.to_thread(agent.login, login["email"], login["password"])  # online: new chats are hers
+        stream = console_events(agent)
+        seen: list[tuple[str, str]] = []
+        await asyncio.wait_for(next_event(stream, "resync", seen), 10)
+
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "c1", "body": "A new chat"})
+        conversation_id = (await visitor.expect("ack"))["conversation_id"]
+        alert = json.loads(await asyncio.wait_for(next_event(stream, "attention", seen), 10))
+        assert (alert["conversation_id"], alert["new"]) == (conversation_id, True)
+        assert (alert["name"], alert["preview"]) == ("A visitor", "A new chat")
+        assert ("inbox", "") in seen and ("conversation", conversation_id) in seen
+
+        # The router gives it to her (the only agent online): now it is hers.
+        mine = "/console/conversations?view=mine"
+        while conversation_id not in (await asyncio.to_thread(agent.client.get, mine)).text:
+            await asyncio.sleep(0.1)
+        await visitor.send({"type": "message", "client_id": "c2", "body": "Still there?"})
+        alert = json.loads(await asyncio.wait_for(next_event(stream, "attention", seen), 10))
+        assert (alert["new"], alert["mine"], alert["preview"]) == (False, True, "Still there?")
+
+        # Reading changes the unread count everyone's list shows.
+        seen.clear()
+        assert (await asyncio.to_thread(agent.mark_read, conversation_id, 2)).status_code == 204
+        assert await asyncio.wait_for(next_event(stream, "conversation", seen), 10) == conversation_id
+        assert ("inbox", "") in seen
+        await stream.aclose()
+        await visitor.close()
+
+    asyncio.run(scenario())

@@ -13,11 +13,11 @@ from tests.clients import Agent, Visitor
 from tests.conftest import Stack
 
 
-async def sse_events(agent: Agent, conversation_id: str, after: int) -> AsyncIterator[tuple[str, str]]:
-    """The console's live stream for one open conversation, as (event, data) pairs."""
+async def sse_events(agent: Agent) -> AsyncIterator[tuple[str, str]]:
+    """The console's live stream, as (event, data) pairs."""
     async with (
         httpx.AsyncClient(base_url=agent.client.base_url, cookies=agent.client.cookies, timeout=30) as client,
-        client.stream("GET", "/live/console", params={"conversation": conversation_id, "after": after}) as response,
+        client.stream("GET", "/live/console") as response,
     ):
         assert response.status_code == 200
         event, data = "message", []
@@ -26,7 +26,7 @@ async def sse_events(agent: Agent, conversation_id: str, after: int) -> AsyncIte
                 event = line[6:].strip()
             elif line.startswith("data:"):
                 data.append(line[5:].strip())
-            elif not line and data:
+            elif not line and (data or event != "message"):
                 yield event, "\n".join(data)
                 event, data = "message", []
 
@@ -57,28 +57,28 @@ def logged_in(stack: Stack, tenant: dict[str, Any]) -> Agent:
     return agent
 
 
-def test_a_visitor_typing_shows_once_a_second_in_the_open_conversation_of_the_console(stack: Stack) -> None:
+def test_a_visitor_typing_reaches_the_consoles_once_a_second_naming_visitor_and_conversation(stack: Stack) -> None:
     tenant = stack.bootstrap("dora")
 
     async def scenario() -> list[str]:
         visitor, conversation_id = await visitor_with_a_conversation(stack, tenant["site_key"])
         agent = logged_in(stack, tenant)
-        stream = sse_events(agent, conversation_id, after=1)
+        stream = sse_events(agent)
         seen: list[str] = []
-        await asyncio.wait_for(until(stream, "inbox", seen), 10)  # subscribed
+        await asyncio.wait_for(until(stream, "resync", seen), 10)  # subscribed
         for _ in range(3):  # three keystroke bursts within a second: the edge passes on one
             await visitor.send({"type": "typing"})
         typing = await asyncio.wait_for(until(stream, "typing", seen), 10)
-        assert "Visitor is typing…" in typing
+        assert json.loads(typing) == {"visitor_id": visitor.visitor_id, "conversation_id": conversation_id}
         await visitor.send({"type": "message", "client_id": "c2", "body": "Are you there?"})
-        await asyncio.wait_for(until(stream, "message", seen), 10)
+        assert await asyncio.wait_for(until(stream, "conversation", seen), 10) == conversation_id
         await stream.aclose()
         await visitor.close()
         return seen
 
     seen = asyncio.run(scenario())
     assert seen.count("typing") == 1
-    assert seen[:2] == ["inbox", "typing"], "a visitor typing refreshes no inbox"
+    assert seen[:2] == ["resync", "typing"], "a visitor typing refreshes no inbox"
 
 
 def test_typing_before_hello_is_ignored_and_typing_is_never_an_error(stack: Stack) -> None:

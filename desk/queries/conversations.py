@@ -1,4 +1,7 @@
-"""Reads for the console and the visitor protocol's replay."""
+"""Reads of visitor threads: the visitor protocol's replay, and how far agents have read.
+
+The console reads conversations through inbox.py (the lists) and timeline.py (a pane).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,7 @@ import uuid
 
 from sqlalchemy import Select, func, select
 
-from desk.models import Conversation, Message, User, Visitor
-
-
-def inbox(limit: int = 100) -> Select[tuple[Conversation, Visitor, User | None]]:
-    """The tenant's conversations, most recent activity first, with their visitor and assignee."""
-    return (
-        select(Conversation, Visitor, User)
-        .join(Visitor, Visitor.id == Conversation.visitor_id)
-        .outerjoin(User, User.id == Conversation.assignee_id)
-        .order_by(Conversation.last_activity_at.desc())
-        .limit(limit)
-    )
+from desk.models import Conversation, Message
 
 
 def thread_after(visitor_id: uuid.UUID, after_seq: int, limit: int = 500) -> Select[tuple[Message]]:
@@ -32,21 +24,6 @@ def thread_after(visitor_id: uuid.UUID, after_seq: int, limit: int = 500) -> Sel
 
 def message_by_client_id(visitor_id: uuid.UUID, client_id: str) -> Select[tuple[Message]]:
     return select(Message).where(Message.visitor_id == visitor_id, Message.client_id == client_id)
-
-
-def conversation_thread(conversation_id: uuid.UUID, after_seq: int = 0, limit: int = 1000) -> Select[tuple[Message]]:
-    """A conversation's messages with seq > after_seq, in order (the console's thread and its catch-up)."""
-    return (
-        select(Message)
-        .where(Message.conversation_id == conversation_id, Message.seq > after_seq)
-        .order_by(Message.seq)
-        .limit(limit)
-    )
-
-
-def conversation_latest(conversation_id: uuid.UUID, limit: int = 1000) -> Select[tuple[Message]]:
-    """A conversation's newest `limit` messages, newest first (the page reverses them)."""
-    return select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq.desc()).limit(limit)
 
 
 def visitor_read_seq(visitor_id: uuid.UUID) -> Select[tuple[int]]:

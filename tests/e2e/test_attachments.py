@@ -41,9 +41,9 @@ def test_a_visitor_attaches_an_image_and_the_agent_sees_it(stack: Stack, browser
     log_in_page(agent_page, stack.base_url, tenant["agents"][0])
     conversation_id = conversation_of(logged_in_agent(stack.base_url, tenant))
     agent_page.goto(f"{stack.base_url}/console/c/{conversation_id}")
-    attachment = agent_page.locator("#thread .msg-visitor a.attachment")
+    attachment = agent_page.locator(".pane.active .thread .msg-visitor a.attachment")
     expect(attachment).to_have_text("photo.png")
-    thumb = agent_page.locator("#thread .msg-visitor img.thumb")
+    thumb = agent_page.locator(".pane.active .thread .msg-visitor img.thumb")
     expect(thumb).to_be_visible()
     assert thumb.evaluate("img => img.naturalWidth") == 1  # served to the agent, same origin as the console
     context.close()

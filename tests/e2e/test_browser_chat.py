@@ -34,18 +34,18 @@ def test_visitor_widget_and_agent_console_exchange_messages(stack: Stack, browse
     row = agent.locator("#conversation-list a", has_text="Hello, is anyone there?")
     expect(row).to_be_visible()
     row.click()
-    expect(agent.locator("#thread .msg-visitor", has_text="Hello, is anyone there?")).to_be_visible()
+    expect(agent.locator(".pane.active .thread .msg-visitor", has_text="Hello, is anyone there?")).to_be_visible()
     agent.get_by_role("textbox", name="Reply").fill("Hi! I'm Carol. How can I help?")
     agent.get_by_role("button", name="Send").click()
-    expect(agent.locator("#thread .msg-agent", has_text="How can I help?")).to_be_visible()
+    expect(agent.locator(".pane.active .thread .msg-agent", has_text="How can I help?")).to_be_visible()
     expect(agent.get_by_role("textbox", name="Reply")).to_have_value("")
 
     expect(visitor.locator(".m.agent", has_text="Hi! I'm Carol. How can I help?")).to_be_visible()
     box.fill("I need a refund <b>please</b>")
     box.press("Enter")
     # Live in the open conversation, shown as text, not HTML.
-    expect(agent.locator("#thread .msg-visitor", has_text="I need a refund <b>please</b>")).to_be_visible()
-    assert agent.locator("#thread b").count() == 0
+    expect(agent.locator(".pane.active .thread .msg-visitor", has_text="I need a refund <b>please</b>")).to_be_visible()
+    assert agent.locator(".pane.active .thread b").count() == 0
 
     visitor.screenshot(path=str(artifacts / "demo-widget.png"))
     agent.screenshot(path=str(artifacts / "agent-console.png"))

@@ -28,18 +28,19 @@ def test_typing_shows_on_both_sides_and_the_visitors_message_turns_read(stack: S
     mine = visitor.locator(".m.visitor", has_text="Where is my parcel?")
     expect(mine).to_have_attribute("data-state", "sent")  # nobody has opened it yet
 
-    # The agent opens the conversation: the page is visible, so the visitor's message is read.
-    # The stream's first event (it is subscribed) makes the page re-fetch its list: wait for that.
-    with agent.expect_response(lambda response: "/console/conversations" in response.url):
+    # The agent opens the conversation as a tab: the page is visible, so the visitor's message is read.
+    with agent.expect_response(lambda response: "/pane" in response.url):
         agent.locator("#conversation-list a", has_text="Where is my parcel?").click()
-    expect(agent.locator("#thread .msg-visitor", has_text="Where is my parcel?")).to_be_visible()
+    expect(agent.locator(".pane.active .thread .msg-visitor", has_text="Where is my parcel?")).to_be_visible()
     expect(mine).to_have_attribute("data-state", "read")
     expect(mine.locator(".st")).to_have_text("Read")
 
     # The visitor types: the console says so under the thread.
     box.press_sequentially("It was due on Monday, and still nothing", delay=80)
-    expect(agent.locator("#typing")).to_have_text("Visitor is typing…")
-    expect(agent.locator("#typing")).to_have_text("", timeout=10000)  # gone 4 s after the last one
+    typing = agent.locator(".pane.active .typing")
+    expect(typing).to_be_visible()
+    expect(typing).to_have_text("Visitor is typing…")
+    expect(typing).to_be_hidden(timeout=10000)  # gone 4 s after the last one
 
     # The agent types: the widget names them.
     agent.get_by_role("textbox", name="Reply").press_sequentially("Let me check", delay=50)

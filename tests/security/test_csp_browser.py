@@ -51,10 +51,10 @@ def test_the_console_runs_under_its_csp_without_a_violation(stack: Stack, browse
     expect(row).to_be_visible()
     row.click()
     expect(page).to_have_url(f"{stack.base_url}/console/c/{conversation}")
-    expect(page.locator("#thread .msg-visitor", has_text="Is the CSP on?")).to_be_visible()
+    expect(page.locator(".pane.active .thread .msg-visitor", has_text="Is the CSP on?")).to_be_visible()
     page.get_by_role("textbox", name="Reply").fill("Yes, and nothing broke.")
     page.get_by_role("button", name="Send").click()
-    expect(page.locator("#thread .msg-agent", has_text="nothing broke")).to_be_visible()
+    expect(page.locator(".pane.active .thread .msg-agent", has_text="nothing broke")).to_be_visible()
     expect(page.get_by_role("textbox", name="Reply")).to_have_value("")
     page.wait_for_timeout(300)  # let late requests (the event stream, indicators) report
     assert violations(page, console) == []

@@ -1,37 +1,59 @@
-"""One conversation: its page, replying, typing and read receipts (docs/architecture.md, "Typing and read
+"""One conversation's pane: its page (a deep link), the pane and its parts as fragments, replying, typing and
+read receipts (docs/architecture.md, "The console: inbox, panes and live updates" and "Typing and read
 receipts")."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from flask import abort, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from sqlalchemy.orm import Session
 
 from desk import signals, subjects
 from desk.actions.messages import Inbound
 from desk.actions.receipts import do_mark_read
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
-from desk.models import Conversation, Message, Visitor
+from desk.models import Conversation, User, Visitor
 from desk.protocol import AGENT_CLIENT_PREFIX, FrameError, validate_body, validate_client_id
-from desk.queries import conversations as q
-from web.agent import bp, bus, visitor_of
-from web.agent.inbox import inbox_rows
+from desk.queries.timeline import timeline as timeline_entries
+from web.agent import actions, bp, bus, search, visitor_of
+from web.agent.inbox import console_page, list_filter
 
 log = logging.getLogger(__name__)
 
 
-def _conversation(conversation_id: uuid.UUID) -> tuple[Conversation, Visitor, list[Message]]:
-    with tenant_session(current_user.tenant_id) as session:
-        conversation = session.get(Conversation, conversation_id)
-        if conversation is None:
-            abort(404, "No such conversation.")
-        visitor = session.get(Visitor, conversation.visitor_id)
-        messages = list(session.scalars(q.conversation_latest(conversation.id)))
-    return conversation, visitor, messages[::-1]
+def header_context(session: Session, conversation_id: uuid.UUID) -> dict[str, Any]:
+    """What agent/_pane_header.html needs: the conversation, its visitor and assignee, and the actions' extras."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        abort(404, "No such conversation.")
+    visitor = session.get(Visitor, conversation.visitor_id)
+    assignee = session.get(User, conversation.assignee_id) if conversation.assignee_id else None
+    return {
+        "conversation": conversation,
+        "visitor": visitor,
+        "assignee": assignee,
+        **actions.pane_context(session, conversation),
+    }
+
+
+def pane_context(session: Session, conversation_id: uuid.UUID) -> dict[str, Any]:
+    """What agent/_pane.html needs: the header's, the timeline, an empty composer, the visitor panel's extras."""
+    context = header_context(session, conversation_id)
+    return {
+        **context,
+        "entries": timeline_entries(session, conversation_id),
+        "conversation_id": conversation_id,
+        "client_id": uuid.uuid4().hex,
+        "body": "",
+        "error": None,
+        **search.visitor_panel_context(session, context["visitor"]),
+    }
 
 
 def _composer(conversation_id: uuid.UUID, body: str = "", error: str | None = None, client_id: str = "") -> str:
@@ -44,19 +66,53 @@ def _composer(conversation_id: uuid.UUID, body: str = "", error: str | None = No
     )
 
 
+def _publish_change(conversation_id: uuid.UUID, change: str) -> None:
+    """Tell the tenant's consoles (lists, panes); stored already, so a lost event only delays their refresh."""
+    try:
+        bus().publish_event(
+            subjects.agent_events(current_user.tenant_id), signals.conversation_changed(conversation_id, change)
+        )
+    except BusUnavailable as exc:
+        log.warning("console: %s of conversation %s not published: %s", change, conversation_id, exc)
+
+
 @bp.get("/console/c/<uuid:conversation_id>")
 def conversation(conversation_id: uuid.UUID) -> ResponseReturnValue:
-    conv, visitor, messages = _conversation(conversation_id)
-    return render_template(
-        "agent/console.html",
-        rows=inbox_rows(),
-        current=str(conv.id),
-        conversation=conv,
-        visitor=visitor,
-        messages=messages,
-        last_seq=messages[-1].seq if messages else 0,
-        composer=_composer(conv.id),
-    )
+    """The console with this conversation open: a deep link (search results, bookmarks, a reload)."""
+    with tenant_session(current_user.tenant_id) as session:
+        return console_page(session, list_filter(), **pane_context(session, conversation_id))
+
+
+@bp.get("/console/c/<uuid:conversation_id>/pane")
+def pane(conversation_id: uuid.UUID) -> ResponseReturnValue:
+    """The pane alone, for opening the conversation as another tab of the console."""
+    with tenant_session(current_user.tenant_id) as session:
+        return render_template("agent/_pane.html", **pane_context(session, conversation_id))
+
+
+@bp.get("/console/c/<uuid:conversation_id>/header")
+def header(conversation_id: uuid.UUID) -> ResponseReturnValue:
+    """The pane's header (status, assignee, actions), re-fetched when the conversation changes."""
+    with tenant_session(current_user.tenant_id) as session:
+        return render_template("agent/_pane_header.html", **header_context(session, conversation_id))
+
+
+@bp.get("/console/c/<uuid:conversation_id>/timeline")
+def timeline(conversation_id: uuid.UUID) -> ResponseReturnValue:
+    """The timeline entries after the pane's cursors (its highest message seq and event id): how an open pane
+    catches up on a live signal, and after its stream reconnects."""
+    try:
+        after_seq = int(request.args.get("after_seq") or 0)
+        after_event = int(request.args.get("after_event") or 0)
+        if after_seq < 0 or after_event < 0:
+            raise ValueError
+    except ValueError:
+        abort(400, "after_seq and after_event must be non-negative integers")
+    with tenant_session(current_user.tenant_id) as session:
+        if session.get(Conversation, conversation_id) is None:
+            abort(404, "No such conversation.")
+        entries = timeline_entries(session, conversation_id, after_seq=after_seq, after_event=after_event)
+    return render_template("agent/_timeline.html", entries=entries)
 
 
 @bp.post("/console/c/<uuid:conversation_id>/messages")
@@ -68,9 +124,9 @@ def reply(conversation_id: uuid.UUID) -> ResponseReturnValue:
         body = validate_body(body, current_app.config["DESKBELL"].limits)
     except FrameError as exc:
         return _composer(conversation_id, body, exc.message, request.form.get("client_id", "")), 400
-    conv, _visitor, _ = _conversation(conversation_id)
+    visitor_id = visitor_of(conversation_id)
     inbound = Inbound(
-        visitor_id=conv.visitor_id,
+        visitor_id=visitor_id,
         client_id=AGENT_CLIENT_PREFIX + client_id,
         body=body,
         sender="agent",
@@ -79,9 +135,9 @@ def reply(conversation_id: uuid.UUID) -> ResponseReturnValue:
     )
     try:
         bus().publish_durable(
-            subjects.inbound(current_user.tenant_id, conv.visitor_id),
+            subjects.inbound(current_user.tenant_id, visitor_id),
             inbound.payload(),
-            subjects.inbound_msg_id(conv.visitor_id, inbound.client_id),
+            subjects.inbound_msg_id(visitor_id, inbound.client_id),
         )
     except BusUnavailable:
         error = "Not sent: the message service is unavailable. Your draft is kept; try again."
@@ -107,7 +163,8 @@ def typing(conversation_id: uuid.UUID) -> ResponseReturnValue:
 
 @bp.post("/console/c/<uuid:conversation_id>/read")
 def read(conversation_id: uuid.UUID) -> ResponseReturnValue:
-    """The agent has seen the conversation up to `seq`: store it, then tell the visitor's sockets."""
+    """The agent has seen the conversation up to `seq`: store it, then tell the visitor's sockets, and the
+    consoles (the conversation's unread count changed)."""
     try:
         seq = int(request.form.get("seq", ""))
         if seq < 0:
@@ -125,4 +182,5 @@ def read(conversation_id: uuid.UUID) -> ResponseReturnValue:
         except BusUnavailable as exc:
             # Stored: the visitor's next welcome carries it.
             log.warning("console: read event for conversation %s not sent: %s", conversation_id, exc)
+        _publish_change(conversation_id, "read")
     return "", 204

@@ -1,20 +1,81 @@
-"""The inbox: the page around the panes, and the conversation lists."""
+"""The inbox: the console page around the panes, and the conversation lists Mine / Unassigned / All
+(docs/architecture.md, "The console: inbox, panes and live updates")."""
 
 from __future__ import annotations
 
-from flask import redirect, render_template, request, url_for
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from sqlalchemy.orm import Session
 
 from desk.db import tenant_session
-from desk.models import Conversation, User, Visitor
-from desk.queries import conversations as q
+from desk.models import CONVERSATION_STATUSES, Conversation, User, Visitor
+from desk.queries import inbox as q
 from web.agent import bp
+from web.agent.presence import roster_agents
 
 
-def inbox_rows() -> list[tuple[Conversation, Visitor, User | None]]:
-    with tenant_session(current_user.tenant_id) as session:
-        return [tuple(row) for row in session.execute(q.inbox())]  # type: ignore[misc]
+@dataclass(frozen=True)
+class InboxList:
+    """One page of a list, the cursor of the next page (if any), and the tabs' counts."""
+
+    where: q.Filter
+    rows: list[tuple[Conversation, Visitor, User | None]]
+    more: q.Cursor | None
+    counts: dict[str, int]  # mine, unassigned, all (open ones, capped), unread (waiting on this agent)
+    statuses: tuple[str, ...] = CONVERSATION_STATUSES
+
+
+def inbox_list(session: Session, where: q.Filter) -> InboxList:
+    """Two queries whatever the page holds: the rows with their visitors and assignees, and the counts."""
+    rows: list[Any] = list(session.execute(q.conversation_list(where, current_user.id)))
+    more = None
+    if len(rows) > q.PAGE_SIZE:
+        rows = rows[: q.PAGE_SIZE]
+        last = rows[-1][0]
+        more = q.Cursor(last.last_activity_at, last.id)
+    counts = dict(session.execute(q.view_counts(current_user.id)).one()._mapping)
+    return InboxList(where, [tuple(r) for r in rows], more, counts)
+
+
+def list_filter() -> q.Filter:
+    try:
+        return q.Filter.parse(request.args)
+    except q.BadFilter as exc:
+        abort(400, str(exc))
+
+
+def console_page(session: Session, where: q.Filter, **pane: Any) -> str:
+    """The whole console: the list for `where`, and the pane given by `pane`'s context, if any."""
+    return render_template(
+        "agent/console.html", inbox=inbox_list(session, where), agents=roster_agents(session), pane=pane, **pane
+    )
+
+
+@bp.app_template_filter("visitor_name")
+def visitor_name(visitor: Visitor) -> str:
+    return visitor.name or visitor.email or f"Visitor {str(visitor.id)[:8]}"
+
+
+@bp.app_template_filter("waited")
+def waited(since: datetime | None, now: datetime | None = None) -> str:
+    """How long a visitor has waited, compactly: "45s", "12m", "3h", "2d" (console.js keeps it current)."""
+    if since is None:
+        return ""
+    seconds = max(0, int(((now or datetime.now(UTC)) - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@bp.app_template_filter("capped")
+def capped(count: int) -> str:
+    return f"{q.COUNT_CAP}+" if count > q.COUNT_CAP else str(count)
 
 
 @bp.get("/")
@@ -24,10 +85,14 @@ def home() -> ResponseReturnValue:
 
 @bp.get("/console")
 def inbox() -> ResponseReturnValue:
-    return render_template("agent/console.html", rows=inbox_rows(), current=None)
+    with tenant_session(current_user.tenant_id) as session:
+        return console_page(session, list_filter())
 
 
 @bp.get("/console/conversations")
 def conversation_list() -> ResponseReturnValue:
-    current = request.args.get("current")
-    return render_template("agent/_conversation_list.html", rows=inbox_rows(), current=current)
+    """The list fragment (tabs, filter, rows) for htmx; with `before`, only the next page's rows."""
+    where = list_filter()
+    with tenant_session(current_user.tenant_id) as session:
+        found = inbox_list(session, where)
+    return render_template("agent/_conversation_list.html", inbox=found, rows_only=where.before is not None)

@@ -1,9 +1,18 @@
-"""The consoles' live stream: `/live/console` as Server-Sent Events for htmx's SSE extension.
+"""The consoles' live stream: `/live/console` as Server-Sent Events for htmx's SSE extension and console.js.
 
-Events: `inbox` (the conversation list changed: the page re-fetches it), `message` (an HTML fragment for
-the open conversation, `id:` = its seq) and `typing` (the open conversation's visitor is typing: a fragment
-that console.js clears after 4 s). A browser that reconnects sends Last-Event-ID and gets what it
-missed from PostgreSQL, so the stream survives drops without a reload (docs/architecture.md, step 5).
+It carries signals, not content: the page fetches what changed from Flask, with cursors it reads from its own
+DOM, so a console that missed events catches up by asking again (docs/architecture.md, "The console: inbox,
+panes and live updates"). Events, each at most once per burst of NATS events:
+
+- `resync`: anything may have been missed (the stream just subscribed, or NATS reconnected): refresh the list
+  and every open pane. A browser whose stream dropped reconnects by itself and gets this first.
+- `inbox`: a conversation list may have changed: the page re-fetches its list.
+- `conversation` (data: its id): a conversation's messages, events or header changed: its pane, if open,
+  fetches its timeline after its cursors, and its header.
+- `typing` (data: JSON visitor_id, conversation_id): a visitor is typing.
+- `presence`: an agent's presence changed: the roster re-fetches.
+- `attention` (data: JSON): a visitor's message that opened a conversation, or that came in one assigned to
+  this agent; attention.js rings when the tab is hidden.
 """
 
 from __future__ import annotations
@@ -13,26 +22,24 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
-from flask import Flask, g, render_template
+from flask import Flask
 from nats.aio.msg import Msg
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from desk import signals, subjects
-from desk.actions.messages import as_event
 from desk.bus import BusUnavailable
 from desk.db import system_session, tenant_session
-from desk.models import Conversation, User
-from desk.queries import conversations as q
+from desk.models import User
+from desk.queries.inbox import alert_facts
 from web.edge.hub import Hub
-from web.edge.thread import follows_on
 
 QUEUE_LIMIT = 1000
 RESYNC = {"kind": "resync"}
+PREVIEW_CHARS = 120
 
 
 def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
@@ -50,26 +57,52 @@ def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
     return user if user is not None and user.is_active else None
 
 
-def _catch_up(tenant_id: uuid.UUID, conversation_id: uuid.UUID, after_seq: int) -> list[dict[str, Any]]:
-    with tenant_session(tenant_id) as session:
-        return [as_event(m) for m in session.scalars(q.conversation_thread(conversation_id, after_seq))]
+def _alerts(user: User, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The visitor messages worth a sound and a notification for this agent: the first of a conversation, or
+    any in a conversation assigned to them. One small query per message (a burst rarely holds more than one)."""
+    found = []
+    with tenant_session(user.tenant_id) as session:
+        for m in messages:
+            facts = session.execute(
+                alert_facts(uuid.UUID(m["conversation_id"]), uuid.UUID(m["visitor_id"]), m["seq"])
+            ).first()
+            if facts is None:
+                continue
+            assignee_id, name, opened = facts
+            if opened or assignee_id == user.id:
+                found.append(
+                    {
+                        "conversation_id": m["conversation_id"],
+                        "new": bool(opened),
+                        "mine": assignee_id == user.id,
+                        "name": name or "A visitor",
+                        "preview": m["body"][:PREVIEW_CHARS],
+                    }
+                )
+    return found
 
 
-def _visitor_of(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> str | None:
-    with tenant_session(tenant_id) as session:
-        conversation = session.get(Conversation, conversation_id)
-        return str(conversation.visitor_id) if conversation else None
-
-
-def render_typing(flask_app: Flask) -> str:
-    with flask_app.app_context():
-        return render_template("agent/_typing.html")
-
-
-def render_message(flask_app: Flask, event: dict[str, Any], host_url: str = "") -> str:
-    with flask_app.app_context():
-        g.host_url = host_url  # for links to attachments on this host (web/__init__.py, message_body)
-        return render_template("agent/_message.html", m=SimpleNamespace(**event, author_name=event["author"]))
+def signals_for(batch: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The SSE events (name, data) that one burst of agent events makes, without the attention ones."""
+    out: list[tuple[str, str]] = []
+    kinds = [item.get("kind") for item in batch]
+    if RESYNC in batch:
+        out.append(("resync", ""))
+    elif any(k not in (signals.TYPING, signals.PRESENCE) for k in kinds):
+        out.append(("inbox", ""))  # a visitor typing or an agent's presence changes no list
+    changed = dict.fromkeys(
+        item.get("message", item).get("conversation_id")
+        for item in batch
+        if item.get("kind") not in (signals.TYPING, signals.PRESENCE)
+    )
+    out += [("conversation", str(c)) for c in changed if c]
+    typing = dict.fromkeys(
+        (item.get("visitor_id"), item.get("conversation_id")) for item in batch if item.get("kind") == signals.TYPING
+    )
+    out += [("typing", json.dumps({"visitor_id": v, "conversation_id": c})) for v, c in typing]
+    if signals.PRESENCE in kinds:
+        out.append(("presence", ""))
+    return out
 
 
 async def console_stream(request: Request) -> Response:
@@ -80,13 +113,6 @@ async def console_stream(request: Request) -> Response:
     )
     if user is None:
         return JSONResponse({"error": "unauthorized", "message": "log in first"}, status_code=401)
-    try:
-        conversation = (
-            uuid.UUID(request.query_params["conversation"]) if "conversation" in request.query_params else None
-        )
-        after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
-    except ValueError:
-        return JSONResponse({"error": "bad_request", "message": "conversation or after is malformed"}, 400)
 
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
     overflow = asyncio.Event()
@@ -98,7 +124,7 @@ async def console_stream(request: Request) -> Response:
             overflow.set()  # too slow: end the stream; the browser reconnects and catches up
 
     class Resync:
-        def resync(self) -> None:  # NATS reconnected: events may be lost, so re-read PostgreSQL
+        def resync(self) -> None:  # NATS reconnected: events may be lost, so the page re-reads PostgreSQL
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(RESYNC)
 
@@ -107,30 +133,6 @@ async def console_stream(request: Request) -> Response:
         hub.client()  # refuse now, while a status code can still say so
     except BusUnavailable:
         return JSONResponse({"error": "unavailable", "message": "live updates are unavailable; retrying"}, 503)
-    # Typing events name the visitor (before a first message there is no conversation yet).
-    typing_visitor = await asyncio.to_thread(_visitor_of, user.tenant_id, conversation) if conversation else None
-
-    async def thread_events(live: list[dict[str, Any]] | None) -> AsyncIterator[dict[str, Any]]:
-        """The open conversation's new messages: from events when they follow on, else from PostgreSQL."""
-        nonlocal after
-        if conversation is None:
-            return
-        if live is not None:
-            live = sorted(
-                (m for m in live if m["conversation_id"] == str(conversation) and m["seq"] > after),
-                key=lambda m: m["seq"],
-            )
-            if not live:
-                return
-        if live is None or not follows_on(after, live):
-            live = await asyncio.to_thread(_catch_up, user.tenant_id, conversation, after)
-        for message in live:
-            after = message["seq"]
-            yield {
-                "event": "message",
-                "id": str(after),
-                "data": render_message(flask_app, message, str(request.base_url)),
-            }
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         # Subscribed here, inside the try, so every way out of the stream (a HEAD request never starts
@@ -139,22 +141,20 @@ async def console_stream(request: Request) -> Response:
         hub.sockets.add(resync)
         try:
             subscription = await hub.subscribe(subjects.agent_events(user.tenant_id), on_event)
-            yield {"event": "inbox", "data": ""}
-            async for event in thread_events(None):
-                yield event
+            # Subscribed: whatever the page fetches from now on misses nothing, so it catches up now.
+            yield {"event": "resync", "data": ""}
             while not overflow.is_set():
                 batch = [await queue.get()]
-                while not queue.empty():  # coalesce a burst into one inbox refresh
+                while not queue.empty():  # coalesce a burst into one refresh of each thing
                     batch.append(queue.get_nowait())
-                typing = [i for i in batch if i.get("kind") == signals.TYPING]
-                changes = [i for i in batch if i.get("kind") != signals.TYPING]
-                if changes:  # a visitor typing changes no list: no refresh for it
-                    yield {"event": "inbox", "data": ""}
-                    live = None if RESYNC in changes else [i["message"] for i in changes if i.get("kind") == "message"]
-                    async for event in thread_events(live):
-                        yield event
-                if typing_visitor is not None and any(i.get("visitor_id") == typing_visitor for i in typing):
-                    yield {"event": "typing", "data": render_typing(flask_app)}
+                for name, data in signals_for(batch):
+                    yield {"event": name, "data": data}
+                visitor_messages = [
+                    i["message"] for i in batch if i.get("kind") == "message" and i["message"]["sender"] == "visitor"
+                ]
+                if visitor_messages:
+                    for alert in await asyncio.to_thread(_alerts, user, visitor_messages):
+                        yield {"event": "attention", "data": json.dumps(alert)}
         finally:
             hub.sockets.discard(resync)
             if subscription is not None:

@@ -1,32 +1,27 @@
-// The console's own behaviour on top of htmx: no inline scripts, no framework.
+// The console on top of htmx (docs/architecture.md, "The console: inbox, panes and live updates"): conversations
+// open as tabs whose panes stay in the page; each pane catches up from its own cursors on the live stream's
+// signals; drafts, typing and read receipts are per pane. No inline scripts, no framework.
 (function () {
   "use strict";
 
-  // A message fragment can arrive twice (live event, then catch-up after a reconnect): keep the first.
-  document.addEventListener("htmx:sseBeforeMessage", function (evt) {
-    if (evt.detail.type !== "message") return;
-    var tpl = document.createElement("template");
-    tpl.innerHTML = evt.detail.data.trim();
-    var node = tpl.content.firstElementChild;
-    if (node && node.id && document.getElementById(node.id)) evt.preventDefault();
-  });
+  var TYPING_EVERY = 2000, TYPING_SHOWN = 4000, DRAFT_KEY = "deskbell.draft.";
+  var states = new WeakMap();  // per pane: what the page has told the server, timers, a fetch in flight
 
-  function scrollThread() {
-    var thread = document.getElementById("thread");
-    if (thread) thread.scrollTop = thread.scrollHeight;
+  function state(pane) {
+    if (!states.has(pane)) states.set(pane, { readSent: 0, typingSentAt: 0, busy: false, again: false });
+    return states.get(pane);
   }
-  document.addEventListener("htmx:sseMessage", scrollThread);
-  document.addEventListener("DOMContentLoaded", scrollThread);
+  function panesBox() { return document.getElementById("panes"); }
+  function allPanes() { return Array.prototype.slice.call(document.querySelectorAll("#panes > .pane")); }
+  function paneOf(id) { return document.getElementById("pane-" + id); }
+  function activePane() { return document.querySelector("#panes > .pane.active"); }
+  function fragment(html) {
+    var tpl = document.createElement("template");
+    tpl.innerHTML = html.trim();
+    return tpl.content;
+  }
 
-  // Ctrl/Cmd+Enter sends the reply.
-  document.addEventListener("keydown", function (evt) {
-    if (evt.key === "Enter" && (evt.ctrlKey || evt.metaKey) && evt.target.closest(".composer")) {
-      evt.preventDefault();
-      htmx.trigger(evt.target.closest("form"), "submit");
-    }
-  });
-
-  // POST a small form to the console with the page's CSRF token (the body's hx-headers, as htmx sends it).
+  // POST a small form with the page's CSRF token (the body's hx-headers, as htmx sends it).
   function post(url, fields) {
     var headers = { "Content-Type": "application/x-www-form-urlencoded" };
     try {
@@ -34,63 +29,311 @@
       for (var k in extra) headers[k] = extra[k];
     } catch (e) { /* no token: the server refuses, and nothing else breaks */ }
     return fetch(url, { method: "POST", headers: headers, body: new URLSearchParams(fields || {}),
-                        credentials: "same-origin" }).catch(function () { /* presence: best effort */ });
+                        credentials: "same-origin" }).catch(function () { /* best effort */ });
   }
 
-  // Typing: tell the visitor at most every 2 s while the agent types in the composer.
-  var TYPING_EVERY = 2000, typingSentAt = 0;
-  document.addEventListener("input", function (evt) {
-    var thread = document.getElementById("thread");
-    if (!thread || !evt.target.closest || !evt.target.closest(".composer")) return;
-    var now = Date.now();
-    if (now - typingSentAt < TYPING_EVERY || !evt.target.value) return;
-    typingSentAt = now;
-    post(thread.getAttribute("data-typing-url"));
+  // -- The live stream (web/edge/console.py). htmx's SSE extension owns the EventSource and reconnects it;
+  // scripts subscribe to its events with deskbell.on(name, fn(data)). A reconnect may bring a new EventSource.
+  var handlers = {}, sources = new WeakSet();
+  function on(name, fn) { (handlers[name] = handlers[name] || []).push(fn); }
+  document.addEventListener("htmx:sseOpen", function (evt) {
+    var source = evt.detail && evt.detail.source;
+    if (!source || sources.has(source)) return;
+    sources.add(source);
+    Object.keys(handlers).forEach(function (name) {
+      source.addEventListener(name, function (e) {
+        handlers[name].forEach(function (fn) { fn(e.data); });
+      });
+    });
   });
 
-  // "Visitor is typing…": the SSE `typing` event fills #typing; empty it 4 s after the last one, or as soon
-  // as the visitor's message arrives.
-  var TYPING_SHOWN = 4000, typingTimer = null;
-  function clearTyping() {
-    var note = document.getElementById("typing");
-    if (note) note.textContent = "";
+  // -- Tabs: one per pane, built here from the pane's data-title.
+  function tabOf(pane) {
+    return document.querySelector('.tabstrip .tab[data-conversation="' + pane.dataset.conversation + '"]');
   }
-  document.addEventListener("htmx:sseMessage", function (evt) {
-    if (evt.detail.type === "typing") {
-      clearTimeout(typingTimer);
-      typingTimer = setTimeout(clearTyping, TYPING_SHOWN);
-    } else if (evt.detail.type === "message" && /msg-visitor/.test(evt.detail.data)) {
-      clearTimeout(typingTimer);
-      clearTyping();
+  function ensureTab(pane) {
+    if (tabOf(pane)) return;
+    var tab = document.createElement("div"), open = document.createElement("button"),
+        close = document.createElement("button");
+    tab.className = "tab";
+    tab.dataset.conversation = pane.dataset.conversation;
+    open.type = close.type = "button";
+    open.className = "tab-open";
+    open.setAttribute("role", "tab");
+    open.setAttribute("aria-controls", pane.id);
+    open.textContent = pane.dataset.title;
+    close.className = "tab-close";
+    close.setAttribute("aria-label", "Close " + pane.dataset.title);
+    close.title = "Close (x)";
+    close.textContent = "×";
+    tab.append(open, close);
+    document.querySelector(".tabstrip").append(tab);
+  }
+
+  function setupPane(pane) {
+    ensureTab(pane);
+    restoreDraft(pane);
+  }
+
+  // The URL names the active conversation and the list's filter, so a reload or a shared link shows the same.
+  function syncUrl() {
+    var box = panesBox(), pane = activePane(), list = document.querySelector("#conversation-list .inbox-body");
+    if (!box) return;
+    var query = list ? list.dataset.query : "";
+    var url = (pane ? pane.dataset.url : box.dataset.url) + (query ? "?" + query : "");
+    if (url !== location.pathname + location.search) history.replaceState(history.state, "", url);
+  }
+
+  function markCurrentRow() {
+    var pane = activePane(), id = pane ? pane.dataset.conversation : null;
+    document.querySelectorAll("#conversation-list .row").forEach(function (row) {
+      var current = row.dataset.conversation === id, link = row.querySelector("a");
+      row.classList.toggle("current", current);
+      if (current) link.setAttribute("aria-current", "true"); else link.removeAttribute("aria-current");
+    });
+  }
+
+  function scrollDown(pane) {
+    var thread = pane.querySelector(".thread");
+    if (thread) thread.scrollTop = thread.scrollHeight;
+  }
+
+  // Switching tabs is only this: no request (bar a read receipt for messages that came while it was hidden).
+  function activate(pane) {
+    allPanes().forEach(function (p) {
+      var active = p === pane, tab = tabOf(p);
+      p.hidden = !active;
+      p.classList.toggle("active", active);
+      if (tab) {
+        tab.classList.toggle("active", active);
+        tab.querySelector(".tab-open").setAttribute("aria-selected", active ? "true" : "false");
+      }
+    });
+    markCurrentRow();
+    syncUrl();
+    if (!pane) return;
+    var s = state(pane);
+    if (!s.shown || s.unseen) scrollDown(pane);
+    s.shown = true;
+    s.unseen = false;
+    markRead(pane);
+  }
+
+  function closePane(pane) {
+    var list = allPanes(), i = list.indexOf(pane), tab = tabOf(pane);
+    if (tab) tab.remove();
+    pane.remove();
+    if (pane.classList.contains("active")) activate(list[i + 1] || list[i - 1] || null);
+  }
+
+  // Open a conversation as a tab: fetched once, then kept. `href` is its page (/console/c/<id>).
+  var opening = {};
+  function open(id, href) {
+    var pane = paneOf(id);
+    if (pane) { activate(pane); return Promise.resolve(pane); }
+    if (!opening[id]) {
+      opening[id] = fetch(href + "/pane", { credentials: "same-origin" }).then(function (response) {
+        if (response.redirected || !response.ok) { location.href = href; return null; }  // logged out, or gone
+        return response.text().then(function (html) {
+          var node = fragment(html).firstElementChild;
+          if (!node || paneOf(id)) return paneOf(id);
+          panesBox().append(node);
+          htmx.process(node);
+          setupPane(node);
+          return node;
+        });
+      }).then(function (node) {
+        delete opening[id];
+        if (node) activate(node);
+        return node;
+      }, function () { delete opening[id]; });
+    }
+    return opening[id];
+  }
+
+  // -- Catching up: a pane asks for the timeline after its cursors and appends what it lacks (by element id).
+  function highest(pane, selector, attribute) {
+    var max = 0;
+    pane.querySelectorAll(".thread " + selector).forEach(function (el) {
+      max = Math.max(max, parseInt(el.getAttribute(attribute), 10) || 0);
+    });
+    return max;
+  }
+  function nearBottom(thread) { return thread.scrollHeight - thread.scrollTop - thread.clientHeight < 80; }
+
+  function append(pane, html) {
+    var thread = pane.querySelector(".thread"), stick = nearBottom(thread), added = [];
+    Array.prototype.slice.call(fragment(html).children).forEach(function (node) {
+      if (node.id && document.getElementById(node.id)) return;  // came already (a signal and a resync)
+      thread.append(node);
+      htmx.process(node);
+      added.push(node);
+    });
+    if (!added.length) return;
+    if (added.some(function (n) { return n.classList.contains("msg-visitor"); })) hideTyping(pane);
+    if (pane.hidden) state(pane).unseen = true;
+    else if (stick) scrollDown(pane);
+    markRead(pane);
+  }
+
+  function refreshTimeline(pane) {
+    var s = state(pane);
+    if (s.busy) { s.again = true; return; }  // one fetch at a time; one more after it for what came meanwhile
+    s.busy = true;
+    var url = pane.dataset.timelineUrl + "?after_seq=" + highest(pane, ".msg[data-seq]", "data-seq") +
+              "&after_event=" + highest(pane, "[data-event]", "data-event");
+    fetch(url, { credentials: "same-origin" })
+      .then(function (response) { return response.ok && !response.redirected ? response.text() : ""; })
+      .then(function (html) { if (html.trim() && pane.isConnected) append(pane, html); })
+      .catch(function () { /* the next signal or resync tries again */ })
+      .then(function () {
+        s.busy = false;
+        if (s.again && pane.isConnected) { s.again = false; refreshTimeline(pane); }
+      });
+  }
+
+  // The header (status, assignee, actions) is re-fetched, unless the agent is working in it: then on leaving it.
+  function refreshHeader(pane) {
+    var header = pane.querySelector(".pane-header");
+    if (!header) return;
+    if (header.contains(document.activeElement)) { state(pane).headerStale = true; return; }
+    state(pane).headerStale = false;
+    htmx.trigger(header, "refresh");
+  }
+  document.addEventListener("focusout", function (evt) {
+    var header = evt.target.closest && evt.target.closest(".pane-header");
+    if (!header || header.contains(evt.relatedTarget)) return;
+    var pane = header.closest(".pane");
+    if (pane && state(pane).headerStale) setTimeout(function () { refreshHeader(pane); }, 0);
+  });
+
+  function refresh(pane) {
+    refreshTimeline(pane);
+    refreshHeader(pane);
+  }
+
+  on("resync", function () { allPanes().forEach(refresh); });  // (re)subscribed: whatever was missed, fetch it
+  on("conversation", function (id) {
+    var pane = paneOf(id);
+    if (pane) refresh(pane);
+  });
+
+  // -- "Visitor is typing…": shown in the visitor's pane, hidden 4 s after the last signal or on their message.
+  function hideTyping(pane) {
+    clearTimeout(state(pane).typingTimer);
+    var note = pane.querySelector(".typing");
+    if (note) note.hidden = true;
+  }
+  on("typing", function (data) {
+    var typing = JSON.parse(data);
+    allPanes().forEach(function (pane) {
+      if (pane.dataset.visitor !== typing.visitor_id) return;
+      var note = pane.querySelector(".typing");
+      if (note) note.hidden = false;
+      clearTimeout(state(pane).typingTimer);
+      state(pane).typingTimer = setTimeout(function () { hideTyping(pane); }, TYPING_SHOWN);
+    });
+  });
+
+  // -- Read receipts: only the active pane of a visible page has been read; tell the server when that grows.
+  function markRead(pane) {
+    if (!pane || !pane.classList.contains("active") || document.visibilityState !== "visible") return;
+    var newest = highest(pane, ".msg[data-seq]", "data-seq"), s = state(pane);
+    if (newest <= s.readSent) return;
+    s.readSent = newest;
+    post(pane.dataset.readUrl, { seq: String(newest) });
+  }
+  document.addEventListener("visibilitychange", function () { markRead(activePane()); });
+
+  // -- Drafts: per pane, and in localStorage by conversation, so a reload or a closed tab keeps them.
+  function draftKey(pane) { return DRAFT_KEY + pane.dataset.conversation; }
+  function saveDraft(pane, text) {
+    try {
+      if (text) localStorage.setItem(draftKey(pane), text); else localStorage.removeItem(draftKey(pane));
+    } catch (e) { /* storage off or full: the draft lives in the pane only */ }
+  }
+  function restoreDraft(pane) {
+    var box = pane.querySelector(".composer textarea[name=body]"), saved = null;
+    try { saved = localStorage.getItem(draftKey(pane)); } catch (e) { /* storage off */ }
+    if (box && saved && !box.value) box.value = saved;
+  }
+
+  document.addEventListener("input", function (evt) {
+    var box = evt.target;
+    if (!box.matches || !box.matches(".pane .composer textarea[name=body]")) return;
+    var pane = box.closest(".pane"), form = box.closest("form"), s = state(pane), now = Date.now();
+    saveDraft(pane, box.value);
+    // Typing: tell the visitor at most every 2 s; never while writing a private note.
+    if (form.dataset.mode === "note" || !box.value || now - s.typingSentAt < TYPING_EVERY) return;
+    s.typingSentAt = now;
+    post(pane.dataset.typingUrl);
+  });
+
+  // A composer answers with a fresh one: empty when sent (the draft is done), the draft and an error if not.
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var form = evt.detail.elt, pane = form && form.closest && form.closest(".pane");
+    if (!pane || !form.classList.contains("composer")) return;
+    var status = evt.detail.xhr.status;
+    if (status >= 200 && status < 300) {
+      saveDraft(pane, "");
+      state(pane).typingSentAt = 0;  // the next keystroke starts a new reply: say so at once
     }
   });
-
-  // Read receipts: while the page is visible, the agent has read the open conversation up to its newest
-  // message; tell the server (which tells the visitor) whenever that grows.
-  var readSent = 0;
-  function markRead() {
-    var thread = document.getElementById("thread");
-    if (!thread || document.visibilityState !== "visible") return;
-    var newest = 0;
-    thread.querySelectorAll(".msg[data-seq]").forEach(function (m) {
-      newest = Math.max(newest, parseInt(m.getAttribute("data-seq"), 10) || 0);
-    });
-    if (newest <= readSent) return;
-    readSent = newest;
-    post(thread.getAttribute("data-read-url"), { seq: String(newest) });
-  }
-  document.addEventListener("DOMContentLoaded", markRead);
-  document.addEventListener("visibilitychange", markRead);
-  document.addEventListener("htmx:sseMessage", function (evt) {
-    if (evt.detail.type === "message") markRead();
-  });
-
-  // After a successful send htmx swaps in an empty composer: keep the cursor in it.
+  // (htmx fires afterSwap on what was swapped in: the list's box, the new rows, the new composer.)
   document.addEventListener("htmx:afterSwap", function (evt) {
-    if (evt.target.classList && evt.target.classList.contains("composer")) {
-      typingSentAt = 0;  // the next keystroke starts a new reply: say so at once
-      var box = evt.target.querySelector("textarea");
+    var swapped = evt.target;
+    if (!swapped.closest) return;
+    if (swapped.closest("#conversation-list")) {
+      markCurrentRow();
+      syncUrl();
+    }
+    if (swapped.classList.contains("composer") && swapped.closest(".pane.active")) {
+      var box = swapped.querySelector("textarea[name=body]");
       if (box) box.focus();
     }
   });
+
+  // Ctrl/Cmd+Enter sends.
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key === "Enter" && (evt.ctrlKey || evt.metaKey) && evt.target.closest && evt.target.closest(".composer")) {
+      evt.preventDefault();
+      htmx.trigger(evt.target.closest("form"), "submit");
+    }
+  });
+
+  // Rows open as tabs (a plain click; Ctrl/middle click still opens the page); tabs switch and close.
+  document.addEventListener("click", function (evt) {
+    if (!evt.target.closest || !panesBox()) return;
+    var link = evt.target.closest("a[data-open-conversation]");
+    if (link && evt.button === 0 && !(evt.ctrlKey || evt.metaKey || evt.shiftKey || evt.altKey)) {
+      evt.preventDefault();
+      open(link.closest("[data-conversation]").dataset.conversation, link.getAttribute("href"));
+      return;
+    }
+    var tab = evt.target.closest(".tabstrip .tab"), pane = tab && paneOf(tab.dataset.conversation);
+    if (!pane) return;
+    if (evt.target.closest(".tab-close")) closePane(pane); else activate(pane);
+  });
+
+  // "waiting 3m": kept current between refreshes (the same units as web/agent/inbox.py's `waited`).
+  function waited(iso) {
+    var seconds = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
+    var units = [["d", 86400], ["h", 3600], ["m", 60]];
+    for (var i = 0; i < units.length; i++) {
+      if (seconds >= units[i][1]) return Math.floor(seconds / units[i][1]) + units[i][0];
+    }
+    return seconds + "s";
+  }
+  setInterval(function () {
+    document.querySelectorAll("[data-since]").forEach(function (el) { el.textContent = waited(el.dataset.since); });
+  }, 30000);
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!panesBox()) return;
+    var panes = allPanes();
+    panes.forEach(setupPane);
+    activate(panes.length ? panes[panes.length - 1] : null);
+  });
+
+  window.deskbell = { on: on, open: open, activate: activate, closePane: closePane, activePane: activePane };
 })();
