@@ -24,6 +24,7 @@ import psycopg
 import websockets
 
 from desk import subjects
+from tests.conftest import wait_ready
 from tests.faults.stack import FaultStack
 
 # A socket that has heard nothing (not even a ping) for this long is dead: reconnect.
@@ -313,7 +314,18 @@ def faults(stack: FaultStack) -> dict[str, Callable[[], None]]:
 
         return act
 
+    def rolling_restart() -> None:
+        """What an upgrade does: SIGTERM each process in turn and start it again once the last is back."""
+        for name in ("web1", "web2", "worker1", "worker2"):
+            stack.processes.stop(name)  # SIGTERM, then wait until the process has gone
+            stack.start(name)
+            if name.startswith("web"):
+                wait_ready(f"http://127.0.0.1:{stack.envs[name]['PORT']}")
+            else:
+                time.sleep(2)
+
     actions = {
+        "rolling restart of every process": rolling_restart,
         "kill -9 edge web1, restart after 3 s": kill_restart("web1"),
         "kill -9 worker1, restart after 3 s": kill_restart("worker1"),
         "kill -9 nats-server, restart after 3 s": restart_nats,

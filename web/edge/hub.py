@@ -20,11 +20,18 @@ class Resyncable(Protocol):
     def resync(self) -> None: ...
 
 
+# How long a draining edge waits for its sockets' messages in flight to be acked before closing anyway (the
+# clients re-send whatever was not acked, so this bounds the restart, not the safety).
+DRAIN_SECONDS = 8.0
+
+
 class Hub:
     def __init__(self, url: str) -> None:
         self.url = url
         self.nc: Client | None = None
         self.sockets: set[Resyncable] = set()
+        # Set on SIGTERM (web/__main__.py): new sockets are turned away, open ones finish and are closed.
+        self.draining = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -39,6 +46,14 @@ class Hub:
         log.info("edge: NATS reconnected; resynchronising %d sockets", len(self.sockets))
         for socket in list(self.sockets):
             socket.resync()
+
+    async def drain(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Before a restart: every socket finishes the message it is storing, then is told to reconnect."""
+        self.draining.set()
+        leaving = [s.going_away() for s in list(self.sockets) if hasattr(s, "going_away")]
+        log.info("edge: draining %d sockets", len(leaving))
+        if leaving:
+            await asyncio.wait([asyncio.ensure_future(c) for c in leaving], timeout=timeout)
 
     async def stop(self) -> None:
         if self._connecting is not None:

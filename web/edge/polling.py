@@ -74,10 +74,12 @@ async def poll(request: Request) -> Response:
         frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), state.last_seq, state.read_seq)]
         messages = await link.after(last_seq)
         if not messages and request.query_params.get("wait") != "0":
-            try:
-                await asyncio.wait_for(stored_event.wait(), config.limits.poll_seconds)
-            except TimeoutError:
-                pass
+            hub: Hub = request.app.state.hub
+            waits = [asyncio.ensure_future(e.wait()) for e in (stored_event, hub.draining)]
+            # A draining edge answers at once: the next poll goes to an edge that stays.
+            await asyncio.wait(waits, timeout=config.limits.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
             messages = await link.after(last_seq)
         frames += [protocol.message(m) for m in messages] + heard
         return _reply(request, {"frames": frames})

@@ -27,6 +27,7 @@ CLOSE_SILENT = 4408
 CLOSE_TOO_MANY_PENDING = 4429
 CLOSE_INTERNAL = 1011  # RFC 6455: the server hit an unexpected condition
 CLOSE_TRY_AGAIN = 1013  # RFC 6455: try again later
+CLOSE_RESTARTING = 1012  # RFC 6455: service restart; the client reconnects (to another edge) at once
 RESYNC = object()  # a marker on the delivery queue: catch up from PostgreSQL
 # The visitor went away (RuntimeError: Starlette sending on a socket the client closed).
 GONE = (WebSocketDisconnect, RuntimeError)
@@ -48,6 +49,8 @@ class VisitorSocket:
         self.outbox: asyncio.Queue[protocol.Send] = asyncio.Queue(config.limits.pending_messages)
         self.deliveries: asyncio.Queue[Any] = asyncio.Queue()
         self.send_lock = asyncio.Lock()
+        self.leaving = asyncio.Event()  # the edge is draining: accept no more messages on this socket
+        self.storing = False
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -105,9 +108,13 @@ class VisitorSocket:
                 # keeps seq order equal to send order.
                 await self.send(protocol.error(blocked["code"], blocked["message"], frame.client_id))
                 continue
-            answer = await self.link.store(frame)
-            blocked = answer if answer["type"] == "error" else None
-            await self.send(answer)
+            self.storing = True
+            try:
+                answer = await self.link.store(frame)
+                blocked = answer if answer["type"] == "error" else None
+                await self.send(answer)
+            finally:
+                self.storing = False
 
     async def _receive(self) -> None:
         silence = 2 * self.limits.heartbeat_seconds
@@ -136,6 +143,8 @@ class VisitorSocket:
             elif isinstance(frame, protocol.Hello):
                 await self._hello(frame)
             elif isinstance(frame, protocol.Send):
+                if self.leaving.is_set():
+                    continue  # not acked, so the client sends it again after reconnecting
                 if self.delivered is None:
                     await self.send(protocol.error("hello_required", "send hello before messages"))
                 elif self.outbox.full():
@@ -149,6 +158,15 @@ class VisitorSocket:
         while True:
             await asyncio.sleep(self.limits.heartbeat_seconds)
             await self.send(protocol.PING)
+
+    async def going_away(self) -> None:
+        """The edge is restarting: finish the messages already taken (their acks go out), then close so that
+        the client reconnects; what it sends meanwhile stays in its outbox and is re-sent there."""
+        self.leaving.set()
+        while self.storing or not self.outbox.empty():
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(*GONE):
+            await self.ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
 
     async def run(self, hub: Hub) -> None:
         """Until the visitor leaves or any of the socket's tasks fails: then close, and the client reconnects
@@ -179,6 +197,9 @@ async def visitor_endpoint(ws: WebSocket) -> None:
     config: Settings = ws.app.state.config
     hub: Hub = ws.app.state.hub
     await ws.accept()
+    if hub.draining.is_set():
+        await ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
+        return
     claims = await authorize(config, ws.query_params.get("token", ""), ws.headers.get("origin"))
     if isinstance(claims, Refusal):
         await ws.close(claims.close_code, claims.reason)
