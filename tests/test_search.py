@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from desk.actions.messages import Inbound, do_store_messages
@@ -189,3 +190,29 @@ def test_the_search_box_asks_for_results_as_the_agent_types_and_enter_opens_the_
     assert 'hx-get="/console/search"' in box and 'hx-trigger="input changed delay:300ms, search"' in box
     assert 'action="/console/search"' in box and 'method="get"' in box
     assert "<html" not in search(agent, "anything", dropdown=True).text  # the dropdown gets the results only
+
+
+def test_a_word_only_in_old_messages_is_found_behind_many_newer_ones(
+    tenant: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search reads the newest messages first and widens its window until it has LIMIT hits or read them all
+    (desk/queries/search.py, _newest_matches); here with windows of a few messages instead of thousands."""
+    from tests.factories import new_visitor as new_visitor_row
+
+    monkeypatch.setattr(s, "RECENT_SCAN", 3)
+    monkeypatch.setattr(s, "FIRST_WINDOW", 5)
+    monkeypatch.setattr(s, "WINDOW_GROWTH", 2)
+    monkeypatch.setattr(s, "LIMIT", 4)
+    visitor = new_visitor_row(tenant)
+    bodies = ["an old invoice"] + [f"common word {i}" for i in range(40)] + ["a newer invoice"]
+    with tenant_session(tenant) as session:
+        stored = do_store_messages(session, [Inbound(visitor, uuid.uuid4().hex, body) for body in bodies])
+        session.commit()
+    ids = {row.message.body: row.message.id for row in stored if row is not None}
+
+    with tenant_session(tenant) as session:
+        invoices = s.search(session, s.parse("invoice"))
+        common = s.search(session, s.parse("common"))
+
+    assert [hit.id for hit in invoices.messages] == [ids["a newer invoice"], ids["an old invoice"]]
+    assert [hit.id for hit in common.messages] == [ids[f"common word {i}"] for i in (39, 38, 37, 36)]
