@@ -57,6 +57,13 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(64), unique=True)
+    # SaaS mode: a suspended tenant's consoles and widgets are refused; its data is kept.
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    # SaaS mode: the host name its agents use (the tenant is found from the request's host).
+    domain: Mapped[str | None] = mapped_column(String(253), unique=True)
+    # Admin settings by section: routing (auto_assign, strategy), security (session_minutes, password_min_length,
+    # console_networks). desk/tenant_settings.py validates and fills in the defaults.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     created_at: Mapped[datetime] = _now()
 
 
@@ -94,6 +101,8 @@ class User(TenantScoped, Base):
     presence: Mapped[str] = mapped_column(String(16), default="offline", server_default="offline")
     is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
     last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Conversations routing gives this agent at most at once; 0: no limit.
+    max_chats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The last heartbeat from any of the agent's console tabs; the presence sweeper turns a silent agent away.
     presence_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
@@ -115,6 +124,66 @@ class TeamMember(TenantScoped, Base):
 
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class Invite(TenantScoped, Base):
+    """An invitation by link to join the tenant with a role; the link's token is stored hashed."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(TenantScoped, Base):
+    """A tenant's key for the server-to-server API: shown once, stored hashed, revocable. `prefix` names it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    # HMAC requests need the secret itself, so it is kept encrypted with SECRET_KEY-derived key, not hashed
+    # alone; `secret_hash` lets a lookup check a presented key without decrypting.
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    secret_encrypted: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class Label(TenantScoped, Base):
+    """A label an admin defines; conversations carry label names (Conversation.labels)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_labels_tenant_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(40))
+    color: Mapped[str] = mapped_column(String(7), default="#6b7280", server_default="#6b7280")
+    created_at: Mapped[datetime] = _now()
+
+
+class Schedule(TenantScoped, Base):
+    """Business hours and holidays in a time zone: the tenant's default (team_id empty) or a team's."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # {"mon": [["09:00", "17:30"]], ..., "sun": []}: opening intervals per weekday, local time.
+    weekly: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # ["2026-12-25", ...]: whole days closed, local dates.
+    holidays: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    created_at: Mapped[datetime] = _now()
 
 
 # What visitor search matches (desk/queries/search.py uses the same expression, so the index serves it).
