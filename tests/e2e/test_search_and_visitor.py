@@ -72,6 +72,7 @@ def test_an_agent_finds_a_message_by_a_word_and_sees_who_wrote_it(
     hit = agent.locator("#search-dropdown a", has_text="never arrived")
     expect(hit).to_have_count(1)
     expect(hit.locator("mark")).to_have_text("parcel")
+    agent.screenshot(path=str(artifacts / "console-search-dropdown.png"))
     href = hit.get_attribute("href")
     assert href is not None and href.startswith(f"/console/c/{latest}#msg-")
     hit.click()
@@ -99,4 +100,5 @@ def test_an_agent_finds_a_message_by_a_word_and_sees_who_wrote_it(
     agent.locator("#search").press("Enter")
     expect(agent).to_have_url(re.compile(r"/console/search\?q=invoice\+march$"))
     expect(agent.locator(".message-hit mark")).to_have_text(["invoice", "March"])
+    agent.screenshot(path=str(artifacts / "console-search-page.png"))
     shop.close()
