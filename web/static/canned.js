@@ -50,7 +50,8 @@
 
   function choose(index) {
     if (!menu) return;
-    var item = menu.items[index], box = menu.box, start = menu.start, end = menu.end;
+    var item = menu.items[index], box = menu.box, token = tokenAt(box);
+    var start = token ? token.start : menu.start, end = token ? token.end : menu.end;
     closeMenu();
     inserting = true;
     try {
@@ -60,8 +61,20 @@
     }
   }
 
-  function showMenu(box, token, results) {
+  // The search's answer for an earlier query, narrowed to what is typed now (the answer for it is on its way):
+  // the list never offers what no longer matches. The server's rules, roughly: shortcut prefix, or words of the
+  // text starting with each word typed.
+  function matches(item, query) {
+    if (!query || item.shortcut.indexOf(query) === 0) return true;
+    return query.split(/\s+/).every(function (word) {
+      var escaped = word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      return new RegExp("(^|[^\\p{L}\\p{N}_])" + escaped, "iu").test(item.body);
+    });
+  }
+
+  function showMenu(box, token, all) {
     closeMenu();
+    var results = all.filter(function (item) { return matches(item, token.query.toLowerCase()); });
     if (!results.length) return;
     var list = document.createElement("ul");
     list.className = "canned-menu";
@@ -96,7 +109,7 @@
     box.insertAdjacentElement("afterend", list);
     box.setAttribute("aria-controls", list.id);
     box.setAttribute("aria-expanded", "true");
-    menu = { box: box, list: list, items: results, active: 0, start: token.start, end: token.end };
+    menu = { box: box, list: list, items: results, all: all, active: 0, start: token.start, end: token.end };
     highlight(0);
   }
 
@@ -116,6 +129,7 @@
       closeMenu();
       return;
     }
+    if (menu && menu.box === box) showMenu(box, token, menu.all);  // narrow what is shown until the answer comes
     var mine = ++asked;
     var url = form.getAttribute("data-canned-url") + "?q=" + encodeURIComponent(token.query);
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -196,6 +210,76 @@
       var picker = emoji.closest("details");
       if (picker) picker.open = false;
     }
+  });
+
+  // -- the action bar across live refreshes -------------------------------------------------------------------
+  // The pane's header is fetched again whenever its conversation changes (another agent acted, or the echo of
+  // our own action). Keep what the agent is doing in the bar meanwhile: the open menu (transfer, snooze), what
+  // they typed or chose there, and the focus. After one of the bar's own forms succeeds, the bar starts afresh;
+  // after a refusal it keeps the input, so the agent can fix it.
+
+  var kept = [];
+
+  function dirty(field) {
+    if (field.type === "hidden" || field.type === "submit" || !field.id) return false;
+    if (field.tagName === "SELECT") {
+      return Array.prototype.some.call(field.options, function (o) { return o.selected !== o.defaultSelected; });
+    }
+    return field.value !== field.defaultValue;
+  }
+
+  function snapshot(bar) {
+    var state = { conversation: bar.getAttribute("data-conversation"), old: bar, open: [], values: {}, focus: null };
+    bar.querySelectorAll("details[open]").forEach(function (d) { state.open.push(d.className); });
+    bar.querySelectorAll("input, textarea, select").forEach(function (field) {
+      if (dirty(field)) state.values[field.id] = field.value;
+    });
+    var active = document.activeElement;
+    if (active && active.id && bar.contains(active)) {
+      state.focus = { id: active.id, start: active.selectionStart, end: active.selectionEnd };
+    }
+    return state;
+  }
+
+  function restore(state) {
+    var bars = document.querySelectorAll(".actions[data-conversation='" + state.conversation + "']");
+    bars.forEach(function (bar) {
+      if (bar === state.old) return;
+      state.open.forEach(function (name) {
+        var d = bar.querySelector("details[class='" + name + "']");
+        if (d) d.open = true;
+      });
+      Object.keys(state.values).forEach(function (id) {
+        var field = bar.querySelector("#" + CSS.escape(id));
+        if (field) field.value = state.values[id];
+      });
+      if (state.focus) {
+        var field = bar.querySelector("#" + CSS.escape(state.focus.id));
+        if (field) {
+          field.focus();
+          if (typeof state.focus.start === "number" && field.setSelectionRange) {
+            try { field.setSelectionRange(state.focus.start, state.focus.end); } catch (e) { /* not a text field */ }
+          }
+        }
+      }
+    });
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var target = evt.detail.target;
+    if (!target || !target.querySelectorAll) return;
+    var bars = target.matches(".actions") ? [target] : Array.prototype.slice.call(target.querySelectorAll(".actions"));
+    var source = evt.detail.requestConfig && evt.detail.requestConfig.elt;
+    bars.forEach(function (bar) {
+      var own = source && bar.contains(source);
+      if (own && evt.detail.xhr && evt.detail.xhr.status < 400) return;  // done: start afresh
+      kept.push(snapshot(bar));
+    });
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    var states = kept;
+    kept = [];
+    states.forEach(restore);
   });
 
   // -- time zones -----------------------------------------------------------------------------------------------
