@@ -1,0 +1,491 @@
+"""The console's server time with a big tenant (issue 5): 100,000 conversations and 1,000,000 messages.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python -m bench.console [--keep] [--reuse]
+
+1. Creates the database `deskbell_bench_console` on DATABASE_URL's server, migrates it, makes a tenant with the
+   real bootstrap and account actions, then fills it with COPY: visitors (some identified, with names and emails),
+   conversations in every status, and messages whose bodies are drawn from a Zipf-like vocabulary (support words,
+   a long tail of made-up names, order numbers, some Chinese), so full-text search has common and rare words.
+   The secondary indexes are dropped for the load and rebuilt from their own definitions, then VACUUM ANALYZE.
+2. Logs in through the real login form of the Flask app (app.test_client()) and requests each console URL
+   REQUESTS times after a warm-up. Server time = the time inside the WSGI app, body included.
+3. The raw baseline: every SQL statement a request ran (captured from SQLAlchemy) replayed with plain psycopg.
+4. Prints median / p90 / p99 of both. Drops the database unless --keep (--reuse measures a kept one again).
+
+docs/benchmarks.md records the figures. A benchmark, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+DB_NAME = "deskbell_bench_console"
+AGENTS = 20
+PASSWORD = "bench-" + secrets.token_urlsafe(12)
+NOW = datetime.now(UTC).replace(microsecond=0)
+TABLES = ("visitors", "conversations", "messages")
+
+# Support-chat words, most frequent first (rank 1 is the most common word), then a long tail of made-up names.
+COMMON = """
+i the to my a is it you and for hi order can please not have this on with of in me thanks be what do we your
+how but hello there get when will that are was just so need help am no yes ok still an did at any if would like
+know from today out about as one or they time has been up all could there tracking number now back thank
+payment card refund delivery package account email password shipping price item product cancel return size
+address invoice subscription plan discount code coupon login reset change problem issue wrong received damaged
+missing late week days shipped arrive arrived store online website app phone call support agent question
+answer checkout cart stock available colour color model warranty repair replace replacement exchange receipt
+bank transfer paypal charged twice fee tax shipping express standard international customs tracking courier
+parcel box open opened broken screen battery charger cable update install download error message page loading
+slow crash bug feature request premium trial upgrade downgrade billing monthly yearly renew renewal expired
+expire credit debit visa mastercard declined approved pending processing confirm confirmation verify
+verification link click button settings profile name surname company business team member invite access
+permission admin owner delete remove add edit save saved lost found weekend monday tuesday wednesday thursday
+friday saturday sunday morning afternoon evening tomorrow yesterday hours minutes sorry great good bad perfect
+fine awesome excellent terrible disappointed happy unhappy urgent asap quickly soon later wait waiting waited
+""".split()
+CHINESE = [
+    "你好",
+    "我想退款",
+    "我的订单还没到",
+    "请问什么时候发货",
+    "谢谢你的帮助",
+    "密码忘记了",
+    "怎么修改地址",
+    "优惠码不能用",
+    "发票",
+    "可以换货吗",
+]
+FIRST_NAMES = "ada grace alan linus ken dennis barbara margaret joan hedy katherine annie mary radia frances".split()
+LAST_NAMES = "lovelace hopper turing torvalds thompson ritchie liskov hamilton clarke lamarr johnson easley".split()
+ZONES = ("Europe/Paris", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "Europe/London", "America/Sao_Paulo")
+STATUSES = (("resolved", 60), ("open", 20), ("pending", 10), ("snoozed", 10))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+def made_up_words(rng: random.Random, n: int) -> list[str]:
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    words: dict[str, None] = {}
+    while len(words) < n:
+        words["".join(rng.choice(syllables) for _ in range(rng.randint(2, 4)))] = None
+    return list(words)
+
+
+class Bodies:
+    """Message bodies of 3..25 words drawn with P(rank r) ~ 1/r over the whole vocabulary (Zipf, s = 1)."""
+
+    def __init__(self, rng: random.Random, tail: int = 20_000) -> None:
+        self.rng = rng
+        self.vocabulary = list(dict.fromkeys(COMMON)) + made_up_words(rng, tail)
+        weights = [1 / rank for rank in range(1, len(self.vocabulary) + 1)]
+        self.pool = rng.choices(self.vocabulary, weights=weights, k=2_000_000)
+        self.at = 0
+
+    def __call__(self) -> str:
+        rng = self.rng
+        if rng.random() < 0.01:
+            return "".join(rng.sample(CHINESE, rng.randint(1, 3)))
+        n = rng.randint(3, 25)
+        if self.at + n > len(self.pool):
+            self.at = rng.randrange(1000)
+        words = self.pool[self.at : self.at + n]
+        self.at += n
+        if rng.random() < 0.3:
+            words.append(f"#{rng.randint(10000, 99999)}")
+        return " ".join(words)
+
+
+def _copy_text(value: object) -> str:
+    if value is None:
+        return r"\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_rows(conn: psycopg.Connection[Any], table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> int:
+    """COPY in text format, written in chunks of formatted lines (much faster than a row at a time)."""
+    count = 0
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write("\t".join(map(_copy_text, row)))
+            buffer.write("\n")
+            count += 1
+            if count % 20_000 == 0:
+                copy.write(buffer.getvalue())
+                buffer = io.StringIO()
+        copy.write(buffer.getvalue())
+    return count
+
+
+@dataclass
+class Filled:
+    tenant_id: uuid.UUID
+    login_email: str
+    conversations: list[uuid.UUID] = field(default_factory=list)
+
+
+def create_tenant(url: str) -> tuple[uuid.UUID, uuid.UUID, list[tuple[uuid.UUID, str]], str]:
+    """The tenant, its site and AGENTS agents, made by the real actions: (tenant, site, agents, login email)."""
+    from sqlalchemy import select
+
+    from desk.actions.tenants import do_bootstrap_tenant, do_create_user
+    from desk.db import system_session, tenant_session
+    from desk.models import Site, Tenant, User
+
+    with system_session(url) as session:
+        do_bootstrap_tenant(
+            session, slug="bench", name="Bench", owner_email="owner@bench.test", site_name="Shop", allowed_origins=[]
+        )
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == "bench"))
+    with tenant_session(tenant_id, url) as session:
+        site_id = session.scalar(select(Site.id))
+        first = do_create_user(session, email="agent0@bench.test", name="Agent 0", role="agent", password=PASSWORD)
+        users = [first] + [
+            User(email=f"agent{i}@bench.test", name=f"Agent {i}", role="agent", password_hash=first.password_hash)
+            for i in range(1, AGENTS)
+        ]  # one password hash for all: hashing is slow on purpose
+        for user in users:
+            user.presence = "online"
+            session.add(user)
+        session.commit()
+        agents = [(user.id, user.name) for user in users]
+    return tenant_id, site_id, agents, "agent0@bench.test"
+
+
+def fill(url: str, conversations: int, messages: int, seed: int) -> Filled:
+    rng = random.Random(seed)
+    started = time.monotonic()
+    tenant_id, site_id, agents, login = create_tenant(url)
+    bodies = Bodies(rng)
+    n_visitors = int(conversations * 0.7)
+    per_conversation = messages / conversations
+    visitor_ids = [uuid.uuid4() for _ in range(n_visitors)]
+    last_seq = [0] * n_visitors
+    last_seen = [NOW - timedelta(days=400)] * n_visitors
+    conv_rows: list[tuple] = []
+    msg_rows: list[tuple] = []
+    span = timedelta(days=365).total_seconds()
+    for k in range(conversations):
+        v = k % n_visitors
+        created = NOW - timedelta(seconds=span * (1 - k / conversations)) - timedelta(minutes=30)
+        n = rng.randint(1, max(1, round(2 * per_conversation) - 1))  # uniform: the mean is per_conversation
+        latest = k + n_visitors >= conversations
+        status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0] if latest else "resolved"
+        assignee = rng.choice(agents) if status == "resolved" or rng.random() < 0.8 else None
+        conv_id = uuid.uuid4()
+        at = created
+        body = ""
+        for i in range(n):
+            last_seq[v] += 1
+            seq = last_seq[v]
+            sender = "visitor" if i % 2 == 0 or assignee is None else "agent"
+            body = bodies()
+            at += timedelta(seconds=rng.randint(5, 180))
+            author = assignee if sender == "agent" else None
+            msg_rows.append(
+                (tenant_id, visitor_ids[v], conv_id, seq, f"b{seq}", sender, author and author[0], author and author[1],
+                 body, at)
+            )  # fmt: skip
+        last_seen[v] = at
+        open_ = status == "open"
+        conv_rows.append(
+            (tenant_id, conv_id, visitor_ids[v], status, assignee and assignee[0], body[:140], created, at,
+             rng.randint(1, 3) if open_ else 0, at if open_ else None, at if status == "resolved" else None,
+             at + timedelta(days=1) if status == "snoozed" else None, last_seq[v])
+        )  # fmt: skip
+    print(f"generated {len(conv_rows):,} conversations and {len(msg_rows):,} messages in "
+          f"{time.monotonic() - started:.0f}s", flush=True)  # fmt: skip
+
+    def visitor_rows() -> Iterator[tuple]:
+        for v, vid in enumerate(visitor_ids):
+            kind = rng.random()
+            name = email = external = None
+            if kind < 0.4:
+                first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+                name, email, external = f"{first.title()} {last.title()}", f"{first}.{last}{v}@example.com", f"u-{v}"
+            elif kind < 0.55:
+                email = f"visitor{v}@mail.example"
+            context = json.dumps(
+                {"timezone": rng.choice(ZONES), "browser": "Chrome 124", "os": "Windows 10", "device": "desktop",
+                 "country": "FR", "country_name": "France", "attributes": {"plan": rng.choice(("free", "pro"))}}
+            )  # fmt: skip
+            page = json.dumps({"url": f"https://shop.example/p/{v}", "title": f"Product {v}"})
+            yield (tenant_id, vid, site_id, external, name, email, last_seq[v], page, context, "[]",
+                   last_seen[v] - timedelta(days=1), last_seen[v])  # fmt: skip
+
+    with psycopg.connect(url) as conn:
+        conn.execute("SET session_replication_role = replica")  # no FK triggers: the rows are consistent
+        conn.execute("SET synchronous_commit = off")
+        dropped = drop_secondary_indexes(conn)
+        t = time.monotonic()
+        copy_rows(conn, "visitors", ("tenant_id", "id", "site_id", "external_id", "name", "email", "last_seq", "page",
+                                     "context", "trail", "created_at", "last_seen_at"), visitor_rows())  # fmt: skip
+        copy_rows(conn, "conversations", ("tenant_id", "id", "visitor_id", "status", "assignee_id",
+                                          "last_message_preview", "created_at", "last_activity_at", "unread_count",
+                                          "waiting_since", "resolved_at", "snoozed_until", "agent_read_seq"),
+                  conv_rows)  # fmt: skip
+        copy_rows(conn, "messages", ("tenant_id", "visitor_id", "conversation_id", "seq", "client_id", "sender",
+                                     "author_id", "author_name", "body", "created_at"), msg_rows)  # fmt: skip
+        conn.commit()
+        print(f"copied in {time.monotonic() - t:.0f}s", flush=True)
+        t = time.monotonic()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        for statement in dropped:
+            conn.execute(statement)
+        conn.commit()
+        print(f"rebuilt {len(dropped)} indexes in {time.monotonic() - t:.0f}s", flush=True)
+    t = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(f"VACUUM (ANALYZE) {table}")
+    print(f"VACUUM ANALYZE in {time.monotonic() - t:.0f}s; filled in {time.monotonic() - started:.0f}s", flush=True)
+    return Filled(tenant_id, login, [row[1] for row in conv_rows])
+
+
+def drop_secondary_indexes(conn: psycopg.Connection[Any]) -> list[str]:
+    """Drop the indexes that back no constraint on the big tables; returns the statements that rebuild them."""
+    rows = conn.execute(
+        """SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+           FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+           WHERE t.relname = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)""",
+        (list(TABLES),),
+    ).fetchall()
+    for name, _ in rows:
+        conn.execute(f"DROP INDEX {name}")
+    return [definition for _, definition in rows]
+
+
+# -- measuring ---------------------------------------------------------------------------------------------------
+
+
+class Timed:
+    """WSGI middleware: the time inside the app for each request, the response body included."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.last = 0.0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        started = time.perf_counter()
+        result = self.app(environ, start_response)
+        try:
+            body = list(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close:
+                close()
+        self.last = time.perf_counter() - started
+        return body
+
+
+class Statements:
+    """Every SQL statement the app sends, with its parameters, while recording."""
+
+    def __init__(self) -> None:
+        self.recording: list[tuple[str, Any]] | None = None
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if self.recording is not None:
+            self.recording.append((statement, parameters))
+
+
+@dataclass
+class Measured:
+    name: str
+    server: list[float] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
+    statements: int = 0
+    note: str = ""
+
+
+def measure(url: str, filled: Filled, requests: int, seed: int) -> list[Measured]:
+    os.environ.update(DATABASE_URL=url, DESKBELL_ENV="development", SECRET_KEY=secrets.token_urlsafe(32))
+    os.environ.setdefault("DESKBELL_DATA", tempfile.mkdtemp(prefix="bench-console-"))
+    os.environ.pop("NATS_URL", None)
+    from sqlalchemy import event
+
+    from desk.db import engine
+    from web import create_app
+
+    app = create_app({"WTF_CSRF_ENABLED": True})
+    timer = Timed(app.wsgi_app)
+    app.wsgi_app = timer  # type: ignore[method-assign]
+    statements = Statements()
+    event.listen(engine(None), "before_cursor_execute", statements)  # the engine the app's sessions use
+    client = app.test_client()
+    login_page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login_page).group(1)  # type: ignore[union-attr]
+    response = client.post("/login", data={"email": filled.login_email, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code in (200, 302), response.status_code
+
+    rng = random.Random(seed)
+    with psycopg.connect(url) as raw:
+        counts = dict(
+            raw.execute(
+                "SELECT q, (SELECT count(*) FROM messages WHERE to_tsvector('simple', body) @@ "
+                "websearch_to_tsquery('simple', q)) FROM unnest(%s::text[]) q",
+                (["order", "refund", "invoice", "warranty", "kelvaro"],),
+            ).fetchall()
+        )
+    print("messages containing: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
+    pages: list[tuple[str, Callable[[], str]]] = [
+        ("GET /console", lambda: "/console"),
+        ("GET /console/conversations?view=mine", lambda: "/console/conversations?view=mine"),
+        ("GET /console/conversations?view=unassigned", lambda: "/console/conversations?view=unassigned"),
+        ("GET /console/conversations?view=all", lambda: "/console/conversations?view=all"),
+        ("GET /console/c/<random id>", lambda: f"/console/c/{rng.choice(filled.conversations)}"),
+    ]
+    words = [
+        ("order", "very common word"),
+        ("refund", "common word"),
+        ("warranty", "less common word"),
+        ("refu", "prefix"),
+        ("refund invoice", "two words"),
+        ("lovelace", "visitor name"),
+        ("退款", "Chinese, ILIKE"),
+    ]
+    for q, _ in words:
+        pages.append((f"GET /console/search?q={q}", lambda q=q: "/console/search?q=" + q))
+    results = []
+    for name, next_url in pages:
+        found = Measured(name)
+        for i in range(requests + 10):
+            path = next_url()
+            statements.recording = []
+            response = client.get(path)
+            recorded, statements.recording = statements.recording, None
+            if response.status_code != 200:
+                raise SystemExit(f"{path}: {response.status_code}\n{response.get_data(as_text=True)[:2000]}")
+            if i < 10:
+                continue  # warm-up
+            found.server.append(timer.last * 1000)
+            found.statements = len(recorded)
+            found.raw.append(replay(url, recorded) * 1000)
+        if "search" in name:
+            body = response.get_data(as_text=True)
+            hits = [body.count(f'class="hit {kind}-hit"') for kind in ("message", "visitor")]
+            found.note = f"{hits[0]} message and {hits[1]} visitor hits"
+        results.append(found)
+        report(found)
+    return results
+
+
+_raw_conn: psycopg.Connection[Any] | None = None
+
+
+def replay(url: str, recorded: list[tuple[str, Any]]) -> float:
+    """The statements of one request, run with plain psycopg on one open connection, in one transaction."""
+    global _raw_conn
+    if _raw_conn is None:
+        _raw_conn = psycopg.connect(url)
+    started = time.perf_counter()
+    with _raw_conn.cursor() as cur:
+        for statement, parameters in recorded:
+            cur.execute(statement, parameters or None)
+            if cur.description is not None:
+                cur.fetchall()
+    _raw_conn.rollback()
+    return time.perf_counter() - started
+
+
+def report(m: Measured) -> None:
+    def figures(values: list[float]) -> str:
+        return (
+            f"median {statistics.median(values):6.1f}  p90 {percentile(values, 0.9):6.1f}  "
+            f"p99 {percentile(values, 0.99):6.1f}"
+        )
+
+    print(f"{m.name:48} server {figures(m.server)} | raw SQL ({m.statements} statements) {figures(m.raw)} ms"
+          + (f"  [{m.note}]" if m.note else ""), flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME} afterwards")
+    parser.add_argument("--reuse", action="store_true", help=f"measure a kept {DB_NAME} again without filling it")
+    args = parser.parse_args()
+    server = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    from desk import migrate
+    from desk.embedded import ensure_database
+
+    with psycopg.connect(server, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+        if exists and not args.reuse:
+            conn.execute(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)')
+    url = ensure_database(server, DB_NAME)
+    try:
+        if args.reuse and exists:
+            migrate.upgrade(url)  # newer code may have added a migration since
+            filled = reload_filled(url)
+        else:
+            migrate.upgrade(url)
+            filled = fill(url, args.conversations, args.messages, args.seed)
+        with psycopg.connect(url) as conn:
+            sizes = conn.execute(
+                "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages), "
+                "pg_size_pretty(pg_database_size(current_database())), current_setting('server_version'), "
+                "current_setting('shared_buffers')"
+            ).fetchone()
+        print(f"{sizes[0]:,} conversations, {sizes[1]:,} messages, database {sizes[2]}; PostgreSQL {sizes[3]}, "
+              f"shared_buffers {sizes[4]}; {args.requests} requests per URL, after 10 warm-up", flush=True)  # fmt: skip
+        load = os.getloadavg()
+        measure(url, filled, args.requests, args.seed)
+        print(f"load average (1 min) {load[0]:.1f} before measuring, {os.getloadavg()[0]:.1f} after: the machine is "
+              "shared, so compare with the raw SQL figures of the same run", flush=True)  # fmt: skip
+    finally:
+        if _raw_conn is not None:
+            _raw_conn.close()
+        from desk.db import engine
+
+        if os.environ.get("DATABASE_URL") == url:
+            engine().dispose()
+        if not args.keep:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+            print(f"dropped {DB_NAME} (--keep keeps it)")
+
+
+def reload_filled(url: str) -> Filled:
+    with psycopg.connect(url) as conn:
+        tenant_id = conn.execute("SELECT id FROM tenants WHERE slug = 'bench'").fetchone()[0]
+        ids = [row[0] for row in conn.execute("SELECT id FROM conversations ORDER BY created_at")]
+    global PASSWORD
+    PASSWORD = "bench-reused"
+    with psycopg.connect(url) as conn:  # a known password again: the first run's was random
+        from desk.accounts import hash_password
+
+        conn.execute(
+            "UPDATE users SET password_hash = %s WHERE email = 'agent0@bench.test'", (hash_password(PASSWORD),)
+        )
+    return Filled(tenant_id, "agent0@bench.test", ids)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
