@@ -59,12 +59,29 @@ def configuration() -> Check:
 
 
 @cache
-def migration_head() -> str:
+def _scripts():  # type: ignore[no-untyped-def]
     from alembic.script import ScriptDirectory
 
     from desk.migrate import alembic_config
 
-    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def migration_head() -> str:
+    return _scripts().get_current_head() or ""
+
+
+def migrations_behind(level: str | None) -> bool:
+    """Is the database older than this code? A revision this code does not know is newer: during a rolling
+    upgrade old processes run on the new, expanded schema, and that is fine (docs/operations.md)."""
+    if level == migration_head():
+        return False
+    if level is None:
+        return True
+    try:
+        return _scripts().get_revision(level) is not None
+    except Exception:  # alembic raises for an unknown revision: a newer one
+        return False
 
 
 def _connect(url: str | None = None) -> psycopg.Connection:
@@ -84,11 +101,11 @@ def database_level(url: str | None = None) -> str | None:
 def database() -> Check:
     def probe() -> Check:
         level, head = database_level(), migration_head()
-        if level != head:
+        if migrations_behind(level):
             return Check(
                 "database", False, f"migrations at {level or 'none'}, code needs {head}: run `deskbell release`"
             )
-        return Check("database", True, f"reachable, migrations current ({head})")
+        return Check("database", True, f"reachable, migrations at {level} (this code needs {head})")
 
     return _safely("database", probe)
 

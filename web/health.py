@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from desk import __version__
 from desk.db import system_session
-from desk.doctor import migration_head
+from desk.doctor import migration_head, migrations_behind
 
 bp = Blueprint("health", __name__)
 
@@ -25,8 +25,9 @@ def _database() -> str:
             level = session.scalar(text("SELECT version_num FROM alembic_version"))
     except Exception as exc:  # any failure is "down"; the message says why
         return f"down: {type(exc).__name__}"
-    head = migration_head()
-    return "ok" if level == head else f"behind: migrations at {level}, code needs {head}"
+    if migrations_behind(level):
+        return f"behind: migrations at {level}, code needs {migration_head()}"
+    return "ok"
 
 
 def _nats() -> str:
