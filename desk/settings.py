@@ -78,6 +78,8 @@ class Settings:
     presence: Presence = field(default_factory=Presence)
     # Reverse proxies whose X-Forwarded-For/Proto/Host we believe; empty: believe no one.
     trusted_proxies: tuple[Network, ...] = ()
+    # selfhosted: one company, no tenant management; saas: platform operators manage tenants (docs/admin.md).
+    deployment_mode: str = "selfhosted"
 
     @property
     def development(self) -> bool:
@@ -132,6 +134,16 @@ def _presence() -> Presence:
     return presence
 
 
+DEPLOYMENT_MODES = ("selfhosted", "saas")
+
+
+def _deployment_mode() -> str:
+    mode = (os.environ.get("DEPLOYMENT_MODE") or "selfhosted").strip().lower()
+    if mode not in DEPLOYMENT_MODES:
+        raise RuntimeError(f"DEPLOYMENT_MODE must be one of {', '.join(DEPLOYMENT_MODES)}, not {mode!r}")
+    return mode
+
+
 def load() -> Settings:
     env = os.environ.get("DESKBELL_ENV", "development")
     data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
@@ -159,4 +171,5 @@ def load() -> Settings:
         limits=limits,
         presence=_presence(),
         trusted_proxies=_networks("TRUSTED_PROXIES"),
+        deployment_mode=_deployment_mode(),
     )

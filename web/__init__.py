@@ -111,7 +111,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     app.extensions["deskbell.bus"] = SyncBus(config.nats_url, "web") if config.nats_url else None
 
-    from web import health, metrics, security, vendor
+    from web import admin, health, metrics, security, vendor
     from web.agent import bp as agent_bp
     from web.auth import bp as auth_bp
     from web.widget_api import bp as widget_bp
@@ -124,4 +124,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(vendor.bp)
     metrics.install(app)
     security.install(app)
+    admin.install(app)  # the admin and platform pages, and the tenant's rules on every request (docs/admin.md)
     return app

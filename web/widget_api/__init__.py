@@ -66,9 +66,14 @@ def create_session() -> ResponseReturnValue:
     except visitor_context.InvalidField as exc:
         return _error(400, exc.code, exc.message)
     with system_session() as session:
-        site = session.scalar(select(Site).where(Site.site_key == site_key))
-    if site is None:
+        found = session.execute(
+            select(Site, Tenant.status).join(Tenant, Tenant.id == Site.tenant_id).where(Site.site_key == site_key)
+        ).first()
+    if found is None:
         return _error(404, "unknown_site", "no site has this site_key")
+    site, status = found
+    if status == "suspended":  # SaaS: the operator suspended the tenant (docs/admin.md)
+        return _error(403, "tenant_suspended", "this chat is not available at the moment")
     if not site.allows_origin(request.headers.get("Origin")):
         return _error(403, "origin_not_allowed", "this page's origin is not allowed for the site")
 

@@ -1,0 +1,96 @@
+"""Sites: list, create, edit (name, allowed origins, the widget's look), rotate the identity secret, and the
+embed snippet to copy (docs/admin.md, "Sites")."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from desk import widget_settings
+from desk.actions import sites as act
+from desk.actions.admin import ActionError
+from desk.models import Site
+from desk.settings import Settings
+from web.admin import admin_session, bp, done, page, parse_id
+from web.admin.roles import client, requires
+
+
+def snippet(site: Site) -> str:
+    """The tag a site puts on its pages: widget.js from PUBLIC_URL, else from the host this page came from."""
+    config: Settings = current_app.config["DESKBELL"]
+    base = config.public_url or request.host_url.rstrip("/")
+    return f'<script src="{base}/widget.js" data-site="{site.site_key}" async></script>'
+
+
+def site_form(site: Site | None) -> dict[str, str]:
+    if site is None:
+        return {"color": widget_settings.DEFAULTS["color"], "position": "right"}
+    look = widget_settings.effective(site.widget)
+    return {
+        "name": site.name,
+        "allowed_origins": "\n".join(site.allowed_origins),
+        "color": look["color"],
+        "position": look["position"],
+        **{f"welcome_{lang}": text for lang, text in look["welcome"].items()},
+    }
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@requires("admin", "owner")
+def sites() -> ResponseReturnValue:
+    with admin_session() as (session, actor):
+        if request.method == "POST":
+            try:
+                site = act.do_create_site(session, actor, client(), request.form.to_dict())
+            except ActionError as exc:
+                found = list(session.scalars(select(Site).order_by(Site.created_at)))
+                return page("admin/sites.html", exc.status, sites=found, form=request.form, error=exc.message)
+            return done(f"Site {site.name} created. Put its snippet on your pages.", "admin.site", site_id=site.id)
+        found = list(session.scalars(select(Site).order_by(Site.created_at)))
+    return page("admin/sites.html", sites=found, form=site_form(None), error=None)
+
+
+def _site_page(site: Site, form: dict[str, str], error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    return page(
+        "admin/site.html",
+        status,
+        site=site,
+        form=form,
+        error=error,
+        snippet=snippet(site),
+        languages=widget_settings.LANGUAGES,
+        positions=widget_settings.POSITIONS,
+    )
+
+
+@bp.route("/sites/<site_id>", methods=["GET", "POST"])
+@requires("admin", "owner")
+def site(site_id: str) -> ResponseReturnValue:
+    with admin_session() as (session, actor):
+        found = session.get(Site, parse_id(site_id))
+        if found is None:
+            return page("admin/refused.html", 404, title="Not found", message="No such site.")
+        if request.method == "POST":
+            try:
+                act.do_update_site(session, actor, client(), found.id, request.form.to_dict())
+            except ActionError as exc:
+                session.rollback()
+                return _site_page(session.get(Site, found.id), request.form.to_dict(), exc.message, exc.status)
+            return done("Site saved.", "admin.site", site_id=found.id)
+        return _site_page(found, site_form(found))
+
+
+@bp.post("/sites/<site_id>/rotate")
+@requires("admin", "owner")
+def rotate_secret(site_id: str) -> ResponseReturnValue:
+    with admin_session() as (session, actor):
+        try:
+            act.do_rotate_identity_secret(session, actor, client(), parse_id(site_id))
+        except ActionError as exc:
+            return page("admin/refused.html", exc.status, title="Not found", message=exc.message)
+    return done(
+        "New identity secret. Identity hashes made with the old one no longer identify visitors: update your server.",
+        "admin.site",
+        site_id=site_id,
+    )
