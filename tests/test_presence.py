@@ -145,26 +145,34 @@ def user_id_of(login: dict[str, str]) -> uuid.UUID:
         return session.scalar(select(User.id).where(func.lower(User.email) == login["email"]))
 
 
-@pytest.fixture
-def sweeper(stack: Stack) -> Iterator[None]:
-    """One more worker, started from the Procfile, whose sweeper turns agents away after GRACE seconds and
+@contextmanager
+def worker_with_grace(stack: Stack, grace: int = GRACE) -> Iterator[None]:
+    """One more worker, started from the Procfile, whose sweeper turns agents away after `grace` seconds and
     sweeps every second (the stack's own worker keeps the default 60 s grace)."""
     env = {
         **stack.env,
-        "DESKBELL_PRESENCE_GRACE_SECONDS": str(GRACE),
+        "DESKBELL_PRESENCE_GRACE_SECONDS": str(grace),
         "DESKBELL_PRESENCE_HEARTBEAT_SECONDS": "1",
         "DESKBELL_SWEEP_SECONDS": "1",
     }
     name = f"worker-grace-{uuid.uuid4().hex[:6]}"
     stack.start(name, parse_procfile((ROOT / "Procfile").read_text()).processes["worker"], env=env)
-    assert stack.log_dir is not None
-    log = stack.log_dir / f"{name}.log"
-    deadline = time.monotonic() + 20
-    while "sweeping every 1 s" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the worker did not start:\n" + stack.logs()
-        time.sleep(0.1)
-    yield
-    stack.stop(name)
+    try:
+        assert stack.log_dir is not None
+        log = stack.log_dir / f"{name}.log"
+        deadline = time.monotonic() + 20
+        while "sweeping every 1 s" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the worker did not start:\n" + stack.logs()
+            time.sleep(0.1)
+        yield
+    finally:
+        stack.stop(name)
+
+
+@pytest.fixture
+def sweeper(stack: Stack) -> Iterator[None]:
+    with worker_with_grace(stack):
+        yield
 
 
 # -- presence -----------------------------------------------------------------------------------------------------
