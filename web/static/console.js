@@ -279,14 +279,17 @@
       state(pane).typingSentAt = 0;  // the next keystroke starts a new reply: say so at once
     }
   });
-  // (htmx fires afterSwap on what was swapped in: the list's box, the new rows, the new composer.)
-  document.addEventListener("htmx:afterSwap", function (evt) {
-    var swapped = evt.target;
-    if (!swapped.closest) return;
-    if (swapped.closest("#conversation-list")) {
+  // htmx fires these on what was swapped in: the list's box, the new rows, the new composer. The rows are
+  // marked after settling: htmx puts back the server's attributes on elements with a known id then.
+  document.addEventListener("htmx:afterSettle", function (evt) {
+    if (evt.target.closest && evt.target.closest("#conversation-list")) {
       markCurrentRow();
       syncUrl();
     }
+  });
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    var swapped = evt.target;
+    if (!swapped.closest) return;
     if (swapped.classList.contains("composer") && swapped.closest(".pane.active")) {
       var box = swapped.querySelector("textarea[name=body]");
       if (box) box.focus();

@@ -12,7 +12,8 @@
   function step(by) {
     var links = Array.prototype.slice.call(document.querySelectorAll("#conversation-list .row a[data-open-conversation]"));
     if (!links.length) return;
-    var current = links.findIndex(function (a) { return a.closest(".row").classList.contains("current"); });
+    var pane = activePane(), id = pane ? pane.dataset.conversation : null;
+    var current = links.findIndex(function (a) { return a.closest(".row").dataset.conversation === id; });
     var next = current < 0 ? (by > 0 ? 0 : links.length - 1) : Math.min(links.length - 1, Math.max(0, current + by));
     if (next === current) return;
     links[next].scrollIntoView({ block: "nearest" });
