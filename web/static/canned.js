@@ -32,7 +32,7 @@
     if (!menu) return;
     menu.list.remove();
     menu.box.removeAttribute("aria-activedescendant");
-    menu.box.setAttribute("aria-expanded", "false");
+    menu.box.removeAttribute("aria-controls");
     menu = null;
   }
 
@@ -108,7 +108,6 @@
     });
     box.insertAdjacentElement("afterend", list);
     box.setAttribute("aria-controls", list.id);
-    box.setAttribute("aria-expanded", "true");
     menu = { box: box, list: list, items: results, all: all, active: 0, start: token.start, end: token.end };
     highlight(0);
   }
