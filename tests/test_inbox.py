@@ -4,17 +4,19 @@ unread counts and waiting times; over the real store action, and over HTTP again
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import time
 import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from desk.actions.conversations import do_assign, do_resolve, do_set_pending
 from desk.actions.messages import Inbound, do_store_messages
-from desk.db import tenant_session
-from desk.models import Conversation
+from desk.db import system_session, tenant_session
+from desk.models import Conversation, Tenant
 from desk.queries import inbox
 from tests.clients import Agent, Visitor
 from tests.conftest import Stack
@@ -234,3 +236,22 @@ def test_a_row_shows_unread_messages_and_the_wait_until_the_agent_reads_and_answ
     assert agent.reply(conversation, "Yes, how can I help?").status_code == 200
     [row] = eventually(lambda: [r for r in rows_of(inbox_fragment(agent)) if r["waiting"] is None])
     assert row["preview"] == "Yes, how can I help?"
+
+
+def test_more_conversations_continues_the_list_where_its_page_ended(stack: Stack) -> None:
+    tenant = stack.bootstrap("dan")
+    with system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == tenant["tenant"]))
+    visitors_say_at_once(tenant_id, [f"chat {n:02}" for n in range(inbox.PAGE_SIZE + 5)])  # one shared time
+    agent = log_in(stack, tenant["agents"][0])
+
+    first = inbox_fragment(agent)
+    more = re.search(r'<li class="more">\s*<a href="[^"]+"\s+hx-get="([^"]+)"', first)
+    assert more, "a link to the next page"
+    rest = agent.client.get(html.unescape(more[1]))
+    assert rest.status_code == 200
+    assert 'class="views"' not in rest.text, "just the next rows"
+    assert '<li class="more">' not in rest.text, "the last page"
+    seen = [r["preview"] for r in rows_of(first) + rows_of(rest.text)]
+    assert sorted(seen) == [f"chat {n:02}" for n in range(inbox.PAGE_SIZE + 5)]
+    assert len(rows_of(first)) == inbox.PAGE_SIZE
