@@ -1,4 +1,6 @@
-"""The `deskbell` command: release, bootstrap, doctor, dead, dev. docs/operations.md shows each in use."""
+"""The `deskbell` command: release, bootstrap, doctor, dead, export, import, backup, restore, dev.
+
+docs/operations.md shows each in use."""
 
 from __future__ import annotations
 
@@ -97,6 +99,11 @@ def bootstrap(
     from desk.db import system_session, tenant_session
     from desk.models import Tenant, User
 
+    with system_session() as session:  # emails are unique across tenants: one login page for all
+        owner_tenant = session.scalar(select(User.tenant_id).where(User.email == owner_email.lower()))
+        existing = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+    if owner_tenant is not None and owner_tenant != existing:
+        raise click.ClickException(f"email already used by another tenant: {owner_email.lower()} (--owner-email)")
     with system_session() as session:
         result = do_bootstrap_tenant(
             session,
@@ -264,6 +271,136 @@ def doctor(public_url: str | None, no_edge: bool, as_json: bool) -> None:
     click.echo(checks.report(results, as_json))
     if not all(c.ok for c in results):
         sys.exit(1)
+
+
+# -- export, import, backup, restore (desk/archive/; docs/operations.md, "Export, import, backup") -----------------
+
+
+class _Bar:
+    """desk.archive's Progress as a click progress bar on stderr; nothing with --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        if not self.quiet:
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _database_url() -> str:
+    url = settings.load().database_url
+    if not url:
+        raise click.ClickException("DATABASE_URL must be set")
+    return url
+
+
+def _day(value: Any, end: bool) -> Any:
+    """A --since/--until day as a UTC instant: the start of --since's day, the end of --until's (inclusive)."""
+    from datetime import UTC, timedelta
+
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) + (timedelta(days=1) if end else timedelta())
+
+
+@main.command("export")
+@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .tar.gz to write.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Conversations from this day (UTC).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="...to this day, inclusive (UTC).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_command(slug: str, out: Path, since: Any, until: Any, quiet: bool) -> None:
+    """Write one tenant's data and files to one archive, with counts and checksums in its manifest."""
+    from desk.archive import ArchiveError
+    from desk.archive.export import export_tenant
+
+    try:
+        manifest = export_tenant(
+            _database_url(),
+            slug,
+            out,
+            settings.load().data_dir,
+            since=_day(since, end=False),
+            until=_day(until, end=True),
+            progress=_Bar(quiet),
+        )
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = sum(t["rows"] for t in manifest["tables"])
+    click.echo(
+        f"export: {slug}: {rows} rows in {len(manifest['tables'])} tables, {len(manifest['files'])} files -> {out}",
+        err=True,
+    )
+
+
+@main.command("import")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--slug", default=None, help="Give the tenant this slug here (its own is another tenant's).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_command(archive: Path, slug: str | None, quiet: bool) -> None:
+    """Import a tenant's archive: checked first, all or nothing, and safe to run twice."""
+    from desk.archive import ArchiveError
+    from desk.archive.importer import ImportMismatch, import_tenant
+
+    try:
+        result = import_tenant(_database_url(), archive, settings.load().data_dir, slug=slug, progress=_Bar(quiet))
+    except ImportMismatch as exc:
+        _print_import(exc.result)
+        raise click.ClickException(str(exc)) from None
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_import(result)
+    inserted = sum(t.inserted for t in result.tables)
+    click.echo(
+        f"import: tenant {result.slug} ({result.tenant_id}): {inserted} rows added, "
+        f"{result.files_copied} of {result.files} files copied; every row verified"
+    )
+
+
+def _print_import(result: Any) -> None:
+    click.echo(f"{'table':<22}{'archive':>9}{'added':>9}{'present':>9}{'new ids':>9}{'verified':>9}")
+    for t in result.tables:
+        click.echo(f"{t.name:<22}{t.archived:>9}{t.inserted:>9}{t.present:>9}{t.renumbered:>9}{t.verified:>9}")
+
+
+@main.command("backup")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="A new folder.")
+def backup_command(out: Path) -> None:
+    """Back up the installation: pg_dump of the database, the data folder, a manifest with checksums."""
+    from desk.archive import ArchiveError
+    from desk.archive.backup import backup
+
+    try:
+        manifest = backup(_database_url(), settings.load().data_dir, out, log=lambda m: click.echo(m, err=True))
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = sum(manifest["tables"].values())
+    click.echo(f"backup: {rows} rows, {len(manifest['files'])} files -> {out}", err=True)
+
+
+@main.command("restore")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def restore_command(source: Path) -> None:
+    """Restore a backup into an empty database (DATABASE_URL) and the data folder."""
+    from desk.archive import ArchiveError
+    from desk.archive.backup import restore
+
+    try:
+        counts = restore(_database_url(), settings.load().data_dir, source, log=lambda m: click.echo(m, err=True))
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restore: {sum(counts.values())} rows in {len(counts)} tables, as in the backup", err=True)
 
 
 @main.command()

@@ -41,3 +41,16 @@ def test_bootstrap_again_reports_the_same_site_and_no_password(database_url: str
     again = bootstrap(database_url, "--slug", slug, "--owner-email", f"owner@{slug}.test")
     assert again["site_key"] == first["site_key"]
     assert (again["owner_email"], again["owner_password"], again["created"]) == (first["owner_email"], None, False)
+
+
+def test_bootstrap_refuses_an_owner_email_of_another_tenant_with_a_clear_message(database_url: str) -> None:
+    first = "cli-" + secrets.token_hex(4)
+    bootstrap(database_url, "--slug", first, "--owner-email", f"boss@{first}.test")
+    command = [sys.executable, "-m", "desk.cli", "bootstrap", "--json", "--slug", "cli-" + secrets.token_hex(4)]
+    done = subprocess.run(
+        [*command, "--owner-email", f"boss@{first}.test"],
+        env={**os.environ, "DATABASE_URL": database_url}, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"email already used by another tenant: boss@{first}.test" in done.stderr
+    assert "Traceback" not in done.stderr
