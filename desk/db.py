@@ -3,20 +3,44 @@
 A session opened with `tenant_session(tenant_id)` adds `tenant_id = :tenant` to every ORM SELECT, UPDATE and DELETE
 on a TenantScoped class, and refuses to flush a row of another tenant. Code that must cross tenants (logging in
 by email, finding a site by its public key, `deskbell bootstrap`) opens `system_session()` and says so by name.
+
+Underneath, PostgreSQL's row-level security (migration 0008) holds every statement to the same tenant, raw SQL
+included: each transaction a session begins first sets `deskbell.tenant_id` (or `deskbell.system`), local to that
+transaction, and the engine's connections run as the role `deskbell_app`, which the policies bind
+(docs/architecture.md, "Tenant scoping"; docs/operations.md, "Row-level security").
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, sessionmaker, with_loader_criteria
 
 from desk import settings
 from desk.models import TenantScoped
+
+log = logging.getLogger(__name__)
+
+# The role the policies of migration 0008 bind; a superuser or BYPASSRLS login would ignore them.
+APP_ROLE = "deskbell_app"
+# Whether this connection may and should become APP_ROLE: the role exists, this login may SET ROLE to it, and it
+# was granted this database's tables (a database not yet at 0008 keeps the login role, as before).
+_APP_ROLE_STATE = f"""
+SELECT CASE WHEN to_regrole('{APP_ROLE}') IS NULL OR to_regclass('public.messages') IS NULL THEN false
+            ELSE pg_has_role(current_user, '{APP_ROLE}', 'MEMBER')
+                 AND has_table_privilege('{APP_ROLE}', 'public.messages', 'SELECT') END,
+       current_user = '{APP_ROLE}',
+       (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+"""
+_SET_TENANT = "SELECT set_config('deskbell.tenant_id', %s, true), set_config('deskbell.system', 'off', true)"
+_SET_SYSTEM = "SELECT set_config('deskbell.tenant_id', '', true), set_config('deskbell.system', 'on', true)"
 
 
 class TenantError(RuntimeError):
@@ -28,7 +52,32 @@ def engine(url: str | None = None) -> Engine:
     url = url or settings.load().database_url
     if not url:
         raise RuntimeError("DATABASE_URL is not set (the dev runner sets it for the embedded PostgreSQL).")
-    return create_engine(settings.sqlalchemy_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
+    created = create_engine(settings.sqlalchemy_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
+    event.listen(created, "connect", _become_app_role)
+    return created
+
+
+def _become_app_role(dbapi_connection: Any, _record: object) -> None:
+    """SET ROLE deskbell_app on each new connection, so row-level security binds the application whatever it
+    logs in as; the session-level setting stays for the connection's life in the pool. Alembic has its own
+    engine and migrates as the login role."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(_APP_ROLE_STATE)
+        switch, already, bypasses = cursor.fetchone()
+        if switch:
+            cursor.execute(f"SET ROLE {APP_ROLE}")
+    dbapi_connection.commit()
+    if not switch and not already and bypasses:
+        _warn_unprotected()
+
+
+@cache
+def _warn_unprotected() -> None:
+    log.warning(
+        "the database login is a superuser or has BYPASSRLS and cannot become %s: row-level security does not "
+        "apply to this process (docs/operations.md, 'Row-level security')",
+        APP_ROLE,
+    )
 
 
 @cache
@@ -50,6 +99,17 @@ def system_session(url: str | None = None) -> Iterator[Session]:
     with _factory(url)() as session:
         session.info["system"] = True
         yield session
+
+
+@event.listens_for(Session, "after_begin")
+def _set_transaction_scope(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
+    """Tell PostgreSQL whose transaction this is, before its first statement. Local to the transaction, so a
+    pooled connection carries nothing to its next user; a session that commits and goes on gets it again here."""
+    tenant_id = session.info.get("tenant_id")
+    if tenant_id is not None:
+        connection.exec_driver_sql(_SET_TENANT, (str(tenant_id),))
+    elif session.info.get("system"):
+        connection.exec_driver_sql(_SET_SYSTEM)
 
 
 @event.listens_for(Session, "do_orm_execute")
