@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import nats.errors
 import prometheus_client
@@ -203,8 +203,13 @@ def serve_metrics() -> int | None:
     return None
 
 
-def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
-    """Run consumers until SIGTERM or SIGINT, then finish and ack the current batches and disconnect."""
+# A task that runs beside the consumers until the stop event is set (the sweeper, workers/sweeper.py).
+Beside = Callable[[Client, asyncio.Event], Awaitable[None]]
+
+
+def run(consumers: list[tuple[str, str, Handler]], name: str, beside: Sequence[Beside] = ()) -> None:
+    """Run consumers (and the `beside` tasks) until SIGTERM or SIGINT, then finish and ack the current batches,
+    let the `beside` tasks finish their round, and disconnect."""
     logs.configure(name)
 
     async def main() -> None:
@@ -218,7 +223,9 @@ def run(consumers: list[tuple[str, str, Handler]], name: str) -> None:
         serve_metrics()
         nc = await bus.connect(config.nats_url, name)
         log.info("%s: consuming %s", name, ", ".join(durable for _, durable, _ in consumers))
-        await asyncio.gather(*(consume(nc, s, d, h, stop) for s, d, h in consumers))
+        await asyncio.gather(
+            *(consume(nc, s, d, h, stop) for s, d, h in consumers), *(task(nc, stop) for task in beside)
+        )
         # Batches are finished and acked; flush the acks and leave. (nats-py's drain() waits out its
         # 30 s timeout on pull subscriptions, so close instead.)
         await nc.flush()

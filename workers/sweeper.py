@@ -55,6 +55,7 @@ async def sweep(nc: Client, grace: timedelta) -> tuple[int, int]:
 async def run(nc: Client, stop: asyncio.Event, config: Presence) -> None:
     """Sweep every `config.sweep_seconds` until `stop` is set; an outage skips a sweep, never ends the loop."""
     grace = timedelta(seconds=config.grace_seconds)
+    log.info("sweeper: sweeping every %d s, presence grace %d s", config.sweep_seconds, config.grace_seconds)
     while not stop.is_set():
         try:
             await sweep(nc, grace)
