@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -287,9 +288,10 @@ class Timed:
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self.last = 0.0
+        self.last_cpu = 0.0  # this thread's CPU time: the request's own work, whatever else the machine runs
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         result = self.app(environ, start_response)
         try:
             body = list(result)
@@ -298,7 +300,24 @@ class Timed:
             if close:
                 close()
         self.last = time.perf_counter() - started
+        self.last_cpu = time.thread_time() - cpu
         return body
+
+
+def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU time of processes (PostgreSQL backends), from /proc: 10 ms ticks, so averaged over many."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 class Statements:
@@ -319,6 +338,10 @@ class Measured:
     raw: list[float] = field(default_factory=list)
     statements: int = 0
     note: str = ""
+    # Mean CPU per request, ms: the web process's thread, its PostgreSQL backends, the raw replay's backend.
+    web_cpu: float = 0.0
+    db_cpu: float = 0.0
+    raw_db_cpu: float = 0.0
 
 
 def measure(url: str, filled: Filled, requests: int, seed: int) -> list[Measured]:
@@ -370,44 +393,53 @@ def measure(url: str, filled: Filled, requests: int, seed: int) -> list[Measured
     for q, _ in words:
         pages.append((f"GET /console/search?q={q}", lambda q=q: "/console/search?q=" + q))
     results = []
+    raw = psycopg.connect(url)
+    raw_pid = raw.info.backend_pid
+    app_backends = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     for name, next_url in pages:
         found = Measured(name)
-        for i in range(requests + 10):
+        for _ in range(10):  # warm-up
+            client.get(next_url())
+        recorded: list[list[tuple[str, Any]]] = []
+        db_before = cpu_seconds(pid for (pid,) in raw.execute(app_backends))
+        web_cpu = 0.0
+        for _ in range(requests):
             path = next_url()
             statements.recording = []
             response = client.get(path)
-            recorded, statements.recording = statements.recording, None
+            recorded.append(statements.recording)
+            statements.recording = None
             if response.status_code != 200:
                 raise SystemExit(f"{path}: {response.status_code}\n{response.get_data(as_text=True)[:2000]}")
-            if i < 10:
-                continue  # warm-up
             found.server.append(timer.last * 1000)
-            found.statements = len(recorded)
-            found.raw.append(replay(url, recorded) * 1000)
+            web_cpu += timer.last_cpu
+        db_after = cpu_seconds(pid for (pid,) in raw.execute(app_backends))
+        raw.rollback()
+        raw_before = cpu_seconds([raw_pid])
+        found.raw = [replay(raw, one) * 1000 for one in recorded]
+        found.statements = len(recorded[-1])
+        found.web_cpu = web_cpu * 1000 / requests
+        found.db_cpu = cpu_used(db_before, db_after) * 1000 / requests
+        found.raw_db_cpu = cpu_used(raw_before, cpu_seconds([raw_pid])) * 1000 / requests
         if "search" in name:
             body = response.get_data(as_text=True)
             hits = [body.count(f'class="hit {kind}-hit"') for kind in ("message", "visitor")]
             found.note = f"{hits[0]} message and {hits[1]} visitor hits"
         results.append(found)
         report(found)
+    raw.close()
     return results
 
 
-_raw_conn: psycopg.Connection[Any] | None = None
-
-
-def replay(url: str, recorded: list[tuple[str, Any]]) -> float:
+def replay(raw: psycopg.Connection[Any], recorded: list[tuple[str, Any]]) -> float:
     """The statements of one request, run with plain psycopg on one open connection, in one transaction."""
-    global _raw_conn
-    if _raw_conn is None:
-        _raw_conn = psycopg.connect(url)
     started = time.perf_counter()
-    with _raw_conn.cursor() as cur:
+    with raw.cursor() as cur:
         for statement, parameters in recorded:
             cur.execute(statement, parameters or None)
             if cur.description is not None:
                 cur.fetchall()
-    _raw_conn.rollback()
+    raw.rollback()
     return time.perf_counter() - started
 
 
@@ -418,8 +450,10 @@ def report(m: Measured) -> None:
             f"p99 {percentile(values, 0.99):6.1f}"
         )
 
-    print(f"{m.name:48} server {figures(m.server)} | raw SQL ({m.statements} statements) {figures(m.raw)} ms"
-          + (f"  [{m.note}]" if m.note else ""), flush=True)  # fmt: skip
+    print(f"{m.name}" + (f"  [{m.note}]" if m.note else ""))
+    print(f"    server  {figures(m.server)} ms; CPU per request: web {m.web_cpu:.1f}, PostgreSQL {m.db_cpu:.1f} ms")
+    print(f"    raw SQL {figures(m.raw)} ms ({m.statements} statements); CPU per request: PostgreSQL "
+          f"{m.raw_db_cpu:.1f} ms", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -460,8 +494,6 @@ def main() -> None:
         print(f"load average (1 min) {load[0]:.1f} before measuring, {os.getloadavg()[0]:.1f} after: the machine is "
               "shared, so compare with the raw SQL figures of the same run", flush=True)  # fmt: skip
     finally:
-        if _raw_conn is not None:
-            _raw_conn.close()
         from desk.db import engine
 
         if os.environ.get("DATABASE_URL") == url:

@@ -259,8 +259,8 @@ def _newest_matches(session: Session, search: Search) -> list[int]:
 
 def _planner(session: Session, **enabled: bool) -> None:
     """Turn plan types on or off until the end of the transaction (an error rolls them back with it)."""
-    for kind, on in enabled.items():
-        session.execute(text(f"SET LOCAL enable_{kind} = {'on' if on else 'off'}"))
+    settings = [f"set_config('enable_{kind}', '{'on' if on else 'off'}', true)" for kind, on in enabled.items()]
+    session.execute(text("SELECT " + ", ".join(settings)))  # one round trip; `kind` is one of ours, never input
 
 
 def _message_columns(snippet: ColumnElement[str]) -> Select[tuple[object, ...]]:
