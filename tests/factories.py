@@ -71,3 +71,84 @@ def new_team(tenant_id: uuid.UUID, name: str, *members: uuid.UUID) -> uuid.UUID:
         session.add_all(TeamMember(team_id=team.id, user_id=m) for m in members)
         session.commit()
         return team.id
+
+
+from datetime import datetime, timedelta  # noqa: E402  (appended with the builder below that uses them)
+
+
+def bulk_conversations(
+    tenant_id: uuid.UUID,
+    count: int,
+    *,
+    start: datetime,
+    every: timedelta,
+    agent_id: uuid.UUID | None = None,
+    team_id: uuid.UUID | None = None,
+    per_visitor: int = 5,
+) -> None:
+    """`count` conversations, `per_visitor` to a visitor (all resolved but the visitor's last), each with a visitor's
+    message and an agent's reply, one every `every` from `start`; every fourth has a "resolved" event, every seventh
+    the label vip. Made with SQL in the tenant's session: the store action makes one at a time, and tests of volume
+    need thousands in seconds. Ids come from the tenant and a number."""
+    import psycopg
+    from sqlalchemy import text
+
+    visitors = -(-count // per_visitor)
+    ids = {
+        "v": "md5(CAST(:t AS text) || '/v/' || ((g - 1) / :per + 1))::uuid",
+        "c": "md5(CAST(:t AS text) || '/c/' || g)::uuid",
+    }
+    at = "(CAST(:start AS timestamptz) + g * CAST(:every AS interval))"
+    statements = [
+        """INSERT INTO visitors (id, tenant_id, site_id, name, email, last_seq, page, context, created_at,
+                                 last_seen_at)
+            SELECT md5(CAST(:t AS text) || '/v/' || g)::uuid, :t, :site, 'Visitor ' || g, 'v' || g || '@example.test',
+                   2 * :per, jsonb_build_object('url', 'https://shop.test/p/' || g), '{"language": "zh-CN"}',
+                   CAST(:start AS timestamptz), CAST(:start AS timestamptz)
+            FROM generate_series(1, :visitors) g""",
+        f"""INSERT INTO conversations (id, tenant_id, visitor_id, status, assignee_id, team_id, labels, resolved_at,
+                                       last_message_preview, created_at, last_activity_at)
+            SELECT {ids["c"]}, :t, {ids["v"]},
+                   CASE WHEN g % :per = 0 THEN 'open' ELSE 'resolved' END,
+                   CASE WHEN g % 3 = 0 THEN CAST(:agent AS uuid) END, CASE WHEN g % 4 = 0 THEN CAST(:team AS uuid) END,
+                   CASE WHEN g % 7 = 0 THEN ARRAY['vip'] ELSE '{{}}' END,
+                   CASE WHEN g % :per <> 0 THEN {at} + interval '3 minutes' END,
+                   'On its way', {at}, {at} + interval '3 minutes'
+            FROM generate_series(1, :count) g""",
+        f"""INSERT INTO messages (tenant_id, visitor_id, conversation_id, seq, client_id, sender, author_id,
+                                  author_name, body, created_at)
+            SELECT :t, {ids["v"]}, {ids["c"]}, ((g - 1) % :per) * 2 + i, 'bulk-' || g || '-' || i,
+                   CASE i WHEN 1 THEN 'visitor' ELSE 'agent' END,
+                   CASE i WHEN 2 THEN CAST(:agent AS uuid) END, CASE i WHEN 2 THEN 'Agent' END,
+                   CASE i WHEN 1 THEN 'Order ' || g || E' hasn''t arrived, "où est-il ?" 你好\\nsecond line'
+                          ELSE '=SUM(A1) it is on its way' END,
+                   {at} + i * interval '1 minute'
+            FROM generate_series(1, :count) g, generate_series(1, 2) i""",
+        f"""INSERT INTO conversation_events (tenant_id, conversation_id, kind, author_id, author_name, detail,
+                                             created_at)
+            SELECT :t, {ids["c"]}, 'resolved', CAST(:agent AS uuid), 'Agent', jsonb_build_object('n', g),
+                   {at} + interval '3 minutes'
+            FROM generate_series(4, :count, 4) g""",
+    ]
+    with tenant_session(tenant_id) as session:
+        site = session.scalar(select(Site.id).order_by(Site.created_at))
+        params = {
+            "t": tenant_id,
+            "site": site,
+            "count": count,
+            "visitors": visitors,
+            "per": per_visitor,
+            "start": start,
+            "every": every,
+            "agent": agent_id,
+            "team": team_id,
+        }
+        for statement in statements:
+            session.execute(text(statement), params)
+        session.commit()
+    # What autovacuum would soon do; until then the planner takes these tables for empty. ANALYZE needs the tables'
+    # owner, the login, not the application's role.
+    from desk import settings
+
+    with psycopg.connect(str(settings.load().database_url), autocommit=True) as conn:
+        conn.execute("ANALYZE visitors, conversations, messages, conversation_events")

@@ -112,6 +112,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["deskbell.bus"] = SyncBus(config.nats_url, "web") if config.nats_url else None
 
     from web import admin, health, metrics, security, vendor
+    from web.admin.export import bp as admin_export_bp
     from web.agent import bp as agent_bp
     from web.auth import bp as auth_bp
     from web.widget_api import bp as widget_bp
@@ -122,6 +123,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(widget_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vendor.bp)
+    app.register_blueprint(admin_export_bp)  # an admin's download of conversations (web/admin/export.py)
     metrics.install(app)
     security.install(app)
     admin.install(app)  # the admin and platform pages, and the tenant's rules on every request (docs/admin.md)
