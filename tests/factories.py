@@ -73,6 +73,57 @@ def new_team(tenant_id: uuid.UUID, name: str, *members: uuid.UUID) -> uuid.UUID:
         return team.id
 
 
+# -- the admin panel (tests/admin) ---------------------------------------------------------------------------------
+
+
+def new_people(slug: str | None = None) -> dict[str, object]:
+    """A tenant made by the bootstrap action with a known owner password, and an admin and an agent made by the
+    account action: {"tenant_id", "slug", "site_key", "owner"|"admin"|"agent": {"id", "email", "password"}}."""
+    from desk.models import User
+
+    slug = slug or "t-" + secrets.token_hex(4)
+    password = secrets.token_urlsafe(12)
+    with system_session() as session:
+        made = do_bootstrap_tenant(
+            session,
+            slug=slug,
+            name=slug,
+            owner_email=f"owner@{slug}.test",
+            site_name="Site",
+            allowed_origins=[],
+            owner_password=password,
+        )
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+        owner_id = session.scalar(select(User.id).where(User.email == made.owner_email))
+    people: dict[str, object] = {
+        "tenant_id": tenant_id,
+        "slug": slug,
+        "site_key": made.site_key,
+        "owner": {"id": owner_id, "email": made.owner_email, "password": password},
+    }
+    with tenant_session(tenant_id) as session:
+        for role in ("admin", "agent"):
+            email, secret = f"{role}-{secrets.token_hex(3)}@{slug}.test", secrets.token_urlsafe(12)
+            user = do_create_user(session, email=email, name=role.title(), role=role, password=secret)
+            people[role] = {"id": user.id, "email": email, "password": secret}
+    return people
+
+
+def platform_operator() -> dict[str, object]:
+    """A platform operator (SaaS mode): a user with the role "operator" in the platform's own tenant, which is
+    made by the bootstrap action the first time."""
+    from desk.actions.agents import PLATFORM_SLUG
+
+    with system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == PLATFORM_SLUG))
+    if tenant_id is None:
+        tenant_id = new_people(PLATFORM_SLUG)["tenant_id"]
+    email, secret = f"operator-{secrets.token_hex(3)}@platform.test", secrets.token_urlsafe(12)
+    with tenant_session(tenant_id) as session:
+        user = do_create_user(session, email=email, name="Operator", role="operator", password=secret)
+    return {"id": user.id, "email": email, "password": secret, "tenant_id": tenant_id}
+
+
 from datetime import datetime, timedelta  # noqa: E402  (appended with the builder below that uses them)
 
 

@@ -1,6 +1,6 @@
 """The tenant's rules on every logged-in request (docs/admin.md, "Routing and security"), before any view runs:
 
-- a suspended tenant's sessions end, with a page that says why (SaaS mode; desk/actions/platform.py);
+- a suspended tenant's sessions end, and the login page says why (SaaS mode; desk/actions/platform.py);
 - a login lasts the tenant's `session_minutes` from the moment of logging in (the time is kept in the session);
 - the console, the admin pages and the account page answer only addresses in the tenant's `console_networks`;
 - platform operators have no console (they see no conversations).
@@ -47,8 +47,10 @@ def _guard() -> ResponseReturnValue | None:
         _end_session()
         return redirect(url_for("auth.login"))
     if tenant.status == "suspended":
+        # To the login page, which says why: a page rendered here would still run the blueprint's context
+        # processors (the console's need a logged-in user).
         _end_session()
-        return refused("This account is suspended. Contact the service's operator.", title="Account suspended")
+        return redirect(url_for("auth.login", suspended=1))
     security = tenant_settings.effective(tenant.settings)["security"]
     now = time.time()
     started = session.get(LOGIN_AT)

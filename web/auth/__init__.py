@@ -87,6 +87,8 @@ def _start_session(user: User) -> ResponseReturnValue:
 def _notice() -> str | None:
     if request.args.get("expired"):
         return "Your session has expired. Log in again."
+    if request.args.get("suspended"):
+        return SUSPENDED
     if request.args.get("deleted"):
         return "The account and all its data have been deleted."
     return None
