@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from desk.settings import ROOT
 
@@ -21,6 +22,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+# Playwright's assertions wait 5 s by default; a two-core CI machine running the stack and several browsers
+# can take longer to show something that is on its way. (A wait that never ends still fails.)
+expect.set_options(timeout=15_000)
 
 
 # Module scope: Playwright's sync API runs an event loop on this thread while it is open, and other tests
