@@ -10,7 +10,7 @@ nothing from a message is ever trusted as HTML.
 
 Chinese, Japanese and Korean: the 'simple' parser does not segment them, so "我想退款请帮忙" is one lexeme and
 "退款" would not find it. A query with such characters is answered with ILIKE substring matches instead (every
-term must occur), newest first, under a statement timeout; see CJK_TIMEOUT_MS.
+term must occur), newest first, under a time limit; see MESSAGE_SEARCH_MS.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from __future__ import annotations
 import html
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg.errors
 from sqlalchemy import ColumnElement, Select, and_, case, cast, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.exc import OperationalError
@@ -46,8 +48,9 @@ WINDOW_GROWTH = 8
 PREFIX_MIN_CHARS = 2
 # At most this many terms of a CJK query become ILIKE conditions.
 CJK_TERMS = 5
-# A CJK query scans messages newest first until it has LIMIT hits; with few or none it may read the whole table.
-CJK_TIMEOUT_MS = 3000
+# The longest a search may spend on messages: a CJK query (which reads messages newest first until it has LIMIT
+# hits, so the whole table for a rare term) or a rare word where the index cannot serve (see _newest_matches).
+MESSAGE_SEARCH_MS = 2000
 # A message up to this long is its own snippet; a longer one is cut to fragments around its hits.
 WHOLE_CHARS = 240
 # Characters around the first hit in a CJK snippet.
@@ -151,7 +154,7 @@ class Results:
     search: Search
     messages: list[MessageHit]
     visitors: list[VisitorHit]
-    timed_out: bool = False
+    timed_out: bool = False  # True: only the newest messages were searched, all of them took too long
 
 
 @dataclass(frozen=True)
@@ -229,38 +232,57 @@ def message_query(search: Search, marks: _Marks, ids: list[int]) -> Select[tuple
     return _message_columns(headline).where(Message.id.in_(ids)).order_by(Message.id.desc())
 
 
-def _newest_matches(session: Session, search: Search) -> list[int]:
-    """Matching message ids, newest first: the newest RECENT_SCAN messages row by row, then ever larger windows of
-    the newest ids through the full-text index.
+def _newest_matches(session: Session, search: Search) -> tuple[list[int], bool]:
+    """Matching message ids, newest first, and whether every message was searched: the newest RECENT_SCAN
+    messages row by row, then ever larger windows of the newest ids through the full-text index, for at most
+    MESSAGE_SEARCH_MS (then the newest matches found so far are the answer).
 
     Through the index alone, a common word is slow: its bitmap holds every match, and keeping the newest 20 reads
     them all (1.1 s for a word in 10% of 1,000,000 messages). Row by row, a rare word is slow: to_tsvector() costs
     about 10-50 µs a row, and a word only in old messages means reading the whole table, which the planner (it
     thinks to_tsvector cheap) would happily do. So: a common word is answered by the first few hundred rows; any
-    other word's bitmap is small, and the windows keep even those reads to the newest part of the table.
+    other word's bitmap is small, and the windows keep even those reads to the newest part of the table. Where the
+    index cannot be used (row-level security, see docs/architecture.md), the windows are read row by row, and the
+    time limit is what ends a search for a rare word.
     """
-    newest = session.scalar(text("SELECT max(id) FROM messages"))  # a number, no tenant's row
+    deadline = time.monotonic() + MESSAGE_SEARCH_MS / 1000
+    newest = session.scalar(text("SELECT max(id) FROM messages"))
     if newest is None:
-        return []
-    _planner(session, bitmapscan=False, seqscan=False)  # the primary key backwards, within the newest rows
+        return [], True
+    _planner(session, enable_bitmapscan="off", enable_seqscan="off")  # the primary key backwards, newest rows
     ids = list(session.scalars(matching_messages(search, newest - RECENT_SCAN)))
-    if len(ids) < LIMIT:
-        _planner(session, bitmapscan=True, indexscan=False)  # the full-text index, ANDed with the id range
+    complete = len(ids) >= LIMIT or newest <= RECENT_SCAN
+    if not complete:
+        before = session.scalar(text("SELECT current_setting('statement_timeout')"))
+        _planner(session, enable_bitmapscan="on", enable_indexscan="off")  # the full-text index AND the id range
         window = FIRST_WINDOW
-        while True:
+        while not complete:
+            left_ms = int((deadline - time.monotonic()) * 1000)
             above = newest - window if window < newest else None
-            ids = list(session.scalars(matching_messages(search, above)))
-            if len(ids) >= LIMIT or above is None:
-                break
+            try:
+                with session.begin_nested():  # a timeout undoes this window only
+                    _planner(session, statement_timeout=str(max(left_ms, 1)))
+                    found = list(session.scalars(matching_messages(search, above)))
+            except OperationalError as exc:
+                if not _timed_out(exc):
+                    raise
+                break  # out of time: the newest matches found so far
+            ids = found
+            complete = len(ids) >= LIMIT or above is None
             window *= WINDOW_GROWTH
-    _planner(session, bitmapscan=True, indexscan=True, seqscan=True)
-    return ids
+        _planner(session, statement_timeout=before)
+    _planner(session, enable_bitmapscan="on", enable_indexscan="on", enable_seqscan="on")
+    return ids, complete
 
 
-def _planner(session: Session, **enabled: bool) -> None:
-    """Turn plan types on or off until the end of the transaction (an error rolls them back with it)."""
-    settings = [f"set_config('enable_{kind}', '{'on' if on else 'off'}', true)" for kind, on in enabled.items()]
-    session.execute(text("SELECT " + ", ".join(settings)))  # one round trip; `kind` is one of ours, never input
+def _timed_out(exc: OperationalError) -> bool:
+    return isinstance(exc.orig, psycopg.errors.QueryCanceled)
+
+
+def _planner(session: Session, **settings: str) -> None:
+    """Settings until the end of the transaction (an error rolls them back with it), in one round trip."""
+    calls = ", ".join(f"set_config('{name}', :{name}, true)" for name in settings)  # names are this module's
+    session.execute(text("SELECT " + calls), settings)
 
 
 def _message_columns(snippet: ColumnElement[str]) -> Select[tuple[object, ...]]:
@@ -363,32 +385,42 @@ def mark_terms(body: str, terms: list[str], context: int = CJK_CONTEXT_CHARS) ->
 
 
 def search(session: Session, query: Search) -> Results:
-    """Run both searches in a tenant_session: its scoping limits every table here to the tenant."""
+    """Run both searches in a tenant_session: its scoping limits every table here to the tenant.
+
+    Every statement is planned for its own values and the settings of the moment: psycopg prepares a statement
+    run often, and PostgreSQL would then reuse one generic plan, made for some other word or window, and made
+    under other enable_* settings (a plan does not follow them once cached): seconds instead of milliseconds.
+    """
+    _planner(session, plan_cache_mode="force_custom_plan")
     if query.cjk:
         return _search_cjk(session, query)
     marks = _Marks.new()
-    ids = _newest_matches(session, query)
+    ids, complete = _newest_matches(session, query)
     rows = session.execute(message_query(query, marks, ids)) if ids else []
     messages = [MessageHit(*row[:9], snippet=marks.split(row[9])) for row in rows]
     visitors = [
         VisitorHit(*row[:6], snippet=marks.split(row[6])) for row in session.execute(visitor_query(query, marks))
     ]
-    return Results(query, messages, visitors)
+    return Results(query, messages, visitors, timed_out=not complete)
 
 
 def _search_cjk(session: Session, query: Search) -> Results:
-    session.execute(text(f"SET LOCAL statement_timeout = {int(CJK_TIMEOUT_MS)}"))
+    before = session.scalar(text("SELECT current_setting('statement_timeout')"))
+    _planner(session, statement_timeout=str(MESSAGE_SEARCH_MS))
     try:
         rows = session.execute(cjk_message_query(query)).all()
-        timed_out = False
-    except OperationalError:  # the timeout: say so, and still search visitors
+    except OperationalError as exc:  # the timeout: say so, and still search visitors
+        if not _timed_out(exc):
+            raise
         session.rollback()
-        session.execute(text(f"SET LOCAL statement_timeout = {int(CJK_TIMEOUT_MS)}"))
+        _planner(session, plan_cache_mode="force_custom_plan")
         rows, timed_out = [], True
+    else:
+        _planner(session, statement_timeout=before)
+        timed_out = False
     messages = [MessageHit(*row[:9], snippet=mark_terms(row[9], query.terms)) for row in rows]
     visitors = [
         VisitorHit(*row[:6], snippet=mark_terms(row[6], query.terms))
         for row in session.execute(cjk_visitor_query(query))
     ]
-    session.rollback()  # ends the transaction that SET LOCAL applied to
     return Results(query, messages, visitors, timed_out)
