@@ -19,14 +19,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask import current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from desk import subjects
 from desk.actions import conversations as act
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
-from desk.models import Conversation, Team, User
+from desk.models import Conversation, ConversationEvent, Team, User
 from desk.settings import Limits
 from web.agent import bp, bus
 
@@ -40,16 +40,33 @@ class PaneActions:
     agents: list[User]
     teams: list[Team]
     team: Team | None
+    assignee: User | None
+    # The conversation's newest event when the bar was read; what the bar shows is at least that new. canned.js
+    # never lets a bar replace one of a higher version (an answer that crossed a newer one on the way).
+    version: int = 0
     label_limit: int = act.LABELS_PER_CONVERSATION
     label_chars: int = act.LABEL_CHARS
 
 
 def pane_context(session: Session, conversation: Conversation) -> dict[str, Any]:
-    """What templates/agent/_actions.html needs besides the conversation and its assignee."""
+    """What templates/agent/_actions.html needs besides the conversation. Reads the conversation again, in place
+    (the caller's object, when it belongs to `session`), after its version."""
+    version = session.scalar(
+        select(func.coalesce(func.max(ConversationEvent.id), 0)).where(
+            ConversationEvent.conversation_id == conversation.id
+        )
+    )
+    fresh = session.scalar(
+        select(Conversation).where(Conversation.id == conversation.id).execution_options(populate_existing=True)
+    )
+    conversation = fresh or conversation
     agents = list(session.scalars(select(User).where(User.is_active).order_by(User.name, User.email)))
     teams = list(session.scalars(select(Team).order_by(Team.name)))
     team = next((t for t in teams if t.id == conversation.team_id), None)
-    return {"actions": PaneActions(agents=agents, teams=teams, team=team)}
+    assignee = next((a for a in agents if a.id == conversation.assignee_id), None)
+    if assignee is None and conversation.assignee_id is not None:  # deactivated since
+        assignee = session.get(User, conversation.assignee_id)
+    return {"actions": PaneActions(agents=agents, teams=teams, team=team, assignee=assignee, version=version)}
 
 
 @bp.app_template_filter("when")
@@ -74,13 +91,12 @@ def render_actions(session: Session, conversation: Conversation | None, error: s
     """The action bar of one conversation, as the pane header includes it."""
     if conversation is None:
         return render_template("agent/_actions.html", conversation=None, action_error=error)
-    assignee = session.get(User, conversation.assignee_id) if conversation.assignee_id else None
+    context = pane_context(session, conversation)
     return render_template(
         "agent/_actions.html",
         conversation=conversation,
-        assignee=assignee,
         action_error=error,
-        **pane_context(session, conversation),
+        **context,
     )
 
 

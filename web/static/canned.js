@@ -214,8 +214,8 @@
   // -- the action bar across live refreshes -------------------------------------------------------------------
   // The pane's header is fetched again whenever its conversation changes (another agent acted, or the echo of
   // our own action). Keep what the agent is doing in the bar meanwhile: the open menu (transfer, snooze), what
-  // they typed or chose there, and the focus. After one of the bar's own forms succeeds, the bar starts afresh;
-  // after a refusal it keeps the input, so the agent can fix it.
+  // they typed or chose there, and the focus. The form whose action went through starts afresh; after a refusal
+  // it keeps its input, so the agent can fix it.
 
   var kept = [];
 
@@ -227,14 +227,22 @@
     return field.value !== field.defaultValue;
   }
 
-  function snapshot(bar) {
+  // What the agent is doing in `bar`, except in `done` (the form whose action just went through: it starts afresh).
+  function snapshot(bar, done) {
+    var skip = function (node) {
+      if (!done || !node.id) return false;
+      return Array.prototype.some.call(done.elements || [], function (f) { return f.id === node.id; });
+    };
+    var doneMenu = done && done.closest ? done.closest("details") : null;
     var state = { conversation: bar.getAttribute("data-conversation"), old: bar, open: [], values: {}, focus: null };
-    bar.querySelectorAll("details[open]").forEach(function (d) { state.open.push(d.className); });
+    bar.querySelectorAll("details[open]").forEach(function (d) {
+      if (!doneMenu || d.className !== doneMenu.className) state.open.push(d.className);
+    });
     bar.querySelectorAll("input, textarea, select").forEach(function (field) {
-      if (dirty(field)) state.values[field.id] = field.value;
+      if (dirty(field) && !skip(field)) state.values[field.id] = field.value;
     });
     var active = document.activeElement;
-    if (active && active.id && bar.contains(active)) {
+    if (active && active.id && bar.contains(active) && !skip(active)) {
       state.focus = { id: active.id, start: active.selectionStart, end: active.selectionEnd };
     }
     return state;
@@ -264,22 +272,67 @@
     });
   }
 
-  document.addEventListener("htmx:beforeSwap", function (evt) {
-    var target = evt.detail.target;
-    if (!target || !target.querySelectorAll) return;
-    var bars = target.matches(".actions") ? [target] : Array.prototype.slice.call(target.querySelectorAll(".actions"));
-    var source = evt.detail.requestConfig && evt.detail.requestConfig.elt;
-    bars.forEach(function (bar) {
-      var own = source && bar.contains(source);
-      if (own && evt.detail.xhr && evt.detail.xhr.status < 400) return;  // done: start afresh
-      kept.push(snapshot(bar));
-    });
-  });
-  document.addEventListener("htmx:afterSwap", function () {
+  function currentBar(conversation) {
+    return document.querySelector(".actions[data-conversation='" + conversation + "']");
+  }
+
+  function version(bar) {
+    return parseInt(bar.getAttribute("data-version"), 10) || 0;
+  }
+
+  // The version of this bar in an answer (Infinity: the answer has no such bar, nothing to compare).
+  function incomingVersion(evt, bar) {
+    var html = typeof evt.detail.serverResponse === "string" ? evt.detail.serverResponse : "";
+    var pattern = new RegExp("data-conversation=\"" + bar.getAttribute("data-conversation") + "\" data-version=\"(\\d+)\"");
+    var found = pattern.exec(html);
+    return found ? parseInt(found[1], 10) : Infinity;
+  }
+
+  function flushKept() {
     var states = kept;
     kept = [];
     states.forEach(restore);
+  }
+
+  function beforeSwap(evt) {
+    var target = evt.detail.target;
+    if (!target || !target.querySelectorAll) return;
+    // A header refresh replaced the bar while one of its forms was waiting for its answer: the answer (newer than
+    // that refresh: it comes after the commit) goes over the bar now on the page, not the one that is gone.
+    if (target.matches(".actions") && !document.body.contains(target)) {
+      var current = currentBar(target.getAttribute("data-conversation"));
+      if (!current) return;
+      evt.detail.target = target = current;
+    }
+    var bars = target.matches(".actions") ? [target] : Array.prototype.slice.call(target.querySelectorAll(".actions"));
+    if (bars.some(function (bar) { return incomingVersion(evt, bar) < version(bar); })) {
+      // An answer read before the bar now shown (a refresh that crossed an action): keep the newer one.
+      evt.detail.shouldSwap = false;
+      return;
+    }
+    var source = evt.detail.requestConfig && evt.detail.requestConfig.elt;
+    var sourceBar = source && source.closest ? source.closest(".actions") : null;
+    var succeeded = evt.detail.xhr && evt.detail.xhr.status < 400;
+    bars.forEach(function (bar) {
+      var own = sourceBar && sourceBar.getAttribute("data-conversation") === bar.getAttribute("data-conversation");
+      kept.push(snapshot(bar, own && succeeded ? source.closest("form") : null));
+    });
+    setTimeout(flushKept, 0);  // htmx swaps right after this event
+  }
+
+  document.addEventListener("htmx:beforeSwap", beforeSwap);
+  var listening = new WeakSet();
+  // htmx fires beforeSwap on the request's target; once that bar is out of the page the event no longer reaches
+  // the document, so the bar listens for itself.
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var bar = evt.detail.target;
+    if (!bar || !bar.matches || !bar.matches(".actions") || listening.has(bar)) return;
+    listening.add(bar);
+    bar.addEventListener("htmx:beforeSwap", function (swapEvt) {
+      if (!document.body.contains(bar)) beforeSwap(swapEvt);
+    });
   });
+  document.addEventListener("htmx:afterSwap", flushKept);
 
   // -- time zones -----------------------------------------------------------------------------------------------
 
