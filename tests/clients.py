@@ -178,3 +178,10 @@ def log_in_page(page: Any, base_url: str, login: dict[str, str]) -> None:
     page.get_by_label("Email").fill(login["email"])
     page.get_by_label("Password").fill(login["password"])
     page.get_by_role("button", name="Log in").click()
+
+
+def open_console(page: Any, base_url: str, login: dict[str, str]) -> None:
+    """Log in through the form, and wait until the console's scripts have run (they are deferred: the list
+    shows before they do)."""
+    log_in_page(page, base_url, login)
+    page.wait_for_url(f"{base_url}/console", wait_until="load")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.clients import BackgroundLoop, Visitor, log_in_page
+from tests.clients import BackgroundLoop, Visitor, open_console
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.browser
@@ -51,7 +51,7 @@ def test_new_chats_appear_live_in_unassigned_and_a_new_message_moves_its_row_to_
 ) -> None:
     tenant = stack.bootstrap("kim")
     page = browser.new_context().new_page()
-    log_in_page(page, stack.base_url, tenant["agents"][0])
+    open_console(page, stack.base_url, tenant["agents"][0])
     go_offline(page)
     page.locator('.views [data-view="unassigned"]').click()
     expect(page.locator('.views [data-view="unassigned"]')).to_have_attribute("aria-selected", "true")
@@ -80,7 +80,7 @@ def test_two_tabs_keep_their_own_drafts_and_switching_between_them_asks_the_serv
     a = say(loop, alice, "Alice here")
     b = say(loop, bob, "Bob here")
     page = browser.new_context().new_page()
-    log_in_page(page, stack.base_url, tenant["agents"][0])
+    open_console(page, stack.base_url, tenant["agents"][0])
     composer = page.locator(".pane.active .composer textarea[name=body]")
 
     page.locator("#conversation-list a", has_text="Alice here").click()
@@ -125,7 +125,7 @@ def test_the_title_counts_unread_messages_until_the_agent_reads_them(
 ) -> None:
     tenant = stack.bootstrap("max")
     page = browser.new_context().new_page()
-    log_in_page(page, stack.base_url, tenant["agents"][0])
+    open_console(page, stack.base_url, tenant["agents"][0])
     expect(page).to_have_title("Inbox · Deskbell")
     visitor = Visitor(stack.base_url, tenant["site_key"])
 
@@ -164,7 +164,7 @@ def test_a_new_chat_rings_and_notifies_while_the_console_is_hidden(
     tenant = stack.bootstrap("ned")
     page = browser.new_context().new_page()
     page.add_init_script(BROWSER_STAND_INS)
-    log_in_page(page, stack.base_url, tenant["agents"][0])
+    open_console(page, stack.base_url, tenant["agents"][0])
     expect(page.get_by_text("No conversations yet.")).to_be_visible()
     page.locator(".topbar .who").click()  # a gesture: the page may play sound from now on
     page.wait_for_function("() => document.readyState === 'complete'")

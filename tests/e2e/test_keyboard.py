@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.clients import log_in_page, start_conversation
+from tests.clients import open_console, start_conversation
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.browser
@@ -27,7 +27,7 @@ def console(stack: Stack, browser: Browser) -> Iterator[tuple[Page, list[str]]]:
     conversations = chats(stack, str(tenant["site_key"]), "alpha", "beta", "gamma")
     context = browser.new_context()
     page = context.new_page()
-    log_in_page(page, stack.base_url, tenant["agents"][0])
+    open_console(page, stack.base_url, tenant["agents"][0])
     expect(page.locator("#conversation-list .row .preview")).to_have_text(["gamma", "beta", "alpha"])
     yield page, conversations
     context.close()

@@ -304,13 +304,27 @@
     }
   });
 
-  // Rows open as tabs (a plain click; Ctrl/middle click still opens the page); tabs switch and close.
+  // Show a message a link named (#msg-…, from search), or else the newest.
+  function reveal(pane, hash) {
+    var target = null;
+    try { target = hash && pane.querySelector(hash); } catch (e) { /* not a selector */ }
+    if (!target) return;
+    target.scrollIntoView({ block: "center" });
+    target.classList.add("found");
+  }
+
+  // Links to a conversation (the list's rows, search results, earlier conversations) open it as a tab; a
+  // Ctrl/middle click or a link to another window still opens the page.
+  var CONVERSATION_PAGE = /^\/console\/c\/[0-9a-f-]{36}$/;
   document.addEventListener("click", function (evt) {
     if (!evt.target.closest || !panesBox()) return;
-    var link = evt.target.closest("a[data-open-conversation]");
-    if (link && evt.button === 0 && !(evt.ctrlKey || evt.metaKey || evt.shiftKey || evt.altKey)) {
+    var link = evt.target.closest("a[href]");
+    if (link && evt.button === 0 && !(evt.ctrlKey || evt.metaKey || evt.shiftKey || evt.altKey) &&
+        !link.target && link.origin === location.origin && CONVERSATION_PAGE.test(link.pathname)) {
       evt.preventDefault();
-      open(link.closest("[data-conversation]").dataset.conversation, link.getAttribute("href"));
+      open(link.pathname.split("/").pop(), link.pathname).then(function (pane) {
+        if (pane) reveal(pane, link.hash);
+      });
       return;
     }
     var tab = evt.target.closest(".tabstrip .tab"), pane = tab && paneOf(tab.dataset.conversation);
@@ -336,6 +350,7 @@
     var panes = allPanes();
     panes.forEach(setupPane);
     activate(panes.length ? panes[panes.length - 1] : null);
+    if (panes.length) reveal(panes[panes.length - 1], location.hash);
   });
 
   window.deskbell = { on: on, open: open, activate: activate, closePane: closePane, activePane: activePane };
