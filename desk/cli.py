@@ -325,6 +325,8 @@ def export_command(slug: str, out: Path, since: Any, until: Any, quiet: bool) ->
     from desk.archive import ArchiveError
     from desk.archive.export import export_tenant
 
+    if since and until and since > until:
+        raise click.BadParameter(f"{since:%Y-%m-%d} is after --until {until:%Y-%m-%d}", param_hint="--since")
     try:
         manifest = export_tenant(
             _database_url(),

@@ -10,8 +10,6 @@ import io
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -22,9 +20,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select, text
 
-from desk import migrate, settings
+from desk import cli, migrate, settings
 from desk.actions.canned import do_create_canned
 from desk.actions.conversations import do_add_label, do_add_note, do_assign
 from desk.actions.messages import Inbound, do_store_messages
@@ -34,7 +33,6 @@ from desk.attachments import do_store_attachment
 from desk.db import system_session, tenant_session
 from desk.embedded import ensure_database
 from desk.models import AuditLog, Conversation, Message, Site, Tenant, User, Visitor
-from desk.settings import ROOT
 from tests.clients import Agent
 from tests.conftest import Stack
 from tests.factories import bulk_conversations, new_agent, new_conversation, new_team, new_tenant
@@ -44,12 +42,22 @@ BULK = 10_000
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def deskbell(*args: str, database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    """The `deskbell` command, run as an operator would, against `database_url` and the data folder `data_dir`."""
-    env = {**os.environ, "DATABASE_URL": database_url, "DESKBELL_DATA": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "desk.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def deskbell(*args: str, database_url: str, data_dir: Path) -> Ran:
+    """The `deskbell` command with `args`, against `database_url` and the data folder `data_dir`: the same click
+    command an operator runs, in this process (a new Python for each would cost seconds a run)."""
+    result = CliRunner().invoke(
+        cli.main, list(args), env={"DATABASE_URL": database_url, "DESKBELL_DATA": str(data_dir)}
     )
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def members(archive: Path) -> dict[str, bytes]:
@@ -170,7 +178,7 @@ class Installation:
 @pytest.fixture(scope="module")
 def imported(
     archive: Path, fresh_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Installation, subprocess.CompletedProcess[str]]:
+) -> tuple[Installation, Ran]:
     """Another installation, with the archive imported once."""
     there = Installation(fresh_database(), tmp_path_factory.mktemp("imported-data"))
     began = time.monotonic()
@@ -187,6 +195,7 @@ def test_an_archive_holds_every_tenant_table_and_file_with_counts_and_checksums(
 ) -> None:
     files = members(archive)
     manifest = json.loads(files["manifest.json"])
+    assert archive.stat().st_mode & 0o777 == 0o600  # it holds password hashes: the operator's alone
 
     assert manifest["tenant"] == {"id": str(source.tenant_id), "slug": source.slug, "name": source.slug}
     with psycopg.connect(database_url) as conn:
@@ -246,19 +255,21 @@ def test_an_export_for_a_range_of_days_takes_those_conversations_and_all_the_set
     assert not [name for name in files if name.startswith("files/")]
 
 
-def test_export_of_an_unknown_tenant_says_so(database_url: str, tmp_path: Path) -> None:
-    done = deskbell(
-        "export",
-        "--tenant",
-        "nobody-here",
-        "--out",
-        str(tmp_path / "x.tar.gz"),
-        database_url=database_url,
-        data_dir=tmp_path,
-    )
+def test_export_says_what_is_wrong_with_an_unknown_tenant_or_reversed_days(
+    source: Source, database_url: str, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "x.tar.gz")
 
-    assert done.returncode == 1
-    assert "no tenant with the slug 'nobody-here'" in done.stderr
+    unknown = deskbell("export", "--tenant", "nobody-here", "--out", out, database_url=database_url, data_dir=tmp_path)
+    reversed_days = deskbell(
+        "export", "--tenant", source.slug, "--out", out, "--since", "2025-03-01", "--until", "2025-02-01",
+        database_url=database_url, data_dir=tmp_path,
+    )  # fmt: skip
+
+    assert unknown.returncode == 1
+    assert "no tenant with the slug 'nobody-here'" in unknown.stderr
+    assert reversed_days.returncode == 2
+    assert "2025-03-01 is after --until 2025-02-01" in reversed_days.stderr
     assert not (tmp_path / "x.tar.gz").exists()
 
 
@@ -266,7 +277,7 @@ def test_export_of_an_unknown_tenant_says_so(database_url: str, tmp_path: Path) 
 
 
 def test_a_tenant_imported_into_a_fresh_database_exports_the_same_tables_and_files(
-    archive: Path, imported: tuple[Installation, subprocess.CompletedProcess[str]], source: Source, tmp_path: Path
+    archive: Path, imported: tuple[Installation, Ran], source: Source, tmp_path: Path
 ) -> None:
     there, done = imported
     assert done.returncode == 0, done.stderr
@@ -295,7 +306,7 @@ def test_a_tenant_imported_into_a_fresh_database_exports_the_same_tables_and_fil
 
 
 def test_importing_the_same_archive_twice_changes_nothing_the_second_time(
-    archive: Path, imported: tuple[Installation, subprocess.CompletedProcess[str]]
+    archive: Path, imported: tuple[Installation, Ran]
 ) -> None:
     there, _ = imported
     before = checksum(there.database_url)
@@ -308,7 +319,7 @@ def test_importing_the_same_archive_twice_changes_nothing_the_second_time(
 
 
 def test_a_changed_archive_is_refused_before_anything_is_imported(
-    archive: Path, imported: tuple[Installation, subprocess.CompletedProcess[str]], tmp_path: Path
+    archive: Path, imported: tuple[Installation, Ran], tmp_path: Path
 ) -> None:
     there, _ = imported
     before = checksum(there.database_url)
@@ -330,7 +341,7 @@ def test_a_changed_archive_is_refused_before_anything_is_imported(
 
 
 def test_an_archive_from_a_newer_migration_is_refused(
-    archive: Path, imported: tuple[Installation, subprocess.CompletedProcess[str]], tmp_path: Path
+    archive: Path, imported: tuple[Installation, Ran], tmp_path: Path
 ) -> None:
     there, _ = imported
 
@@ -350,9 +361,7 @@ def test_an_archive_from_a_newer_migration_is_refused(
     assert "made at migration 9999, newer than this installation's" in done.stderr
 
 
-def test_the_imported_tenant_works_in_its_new_installation(
-    imported: tuple[Installation, subprocess.CompletedProcess[str]], source: Source
-) -> None:
+def test_the_imported_tenant_works_in_its_new_installation(imported: tuple[Installation, Ran], source: Source) -> None:
     there, _ = imported  # (after the tests above: this one adds a message there)
     with tenant_session(source.tenant_id, url=there.database_url) as session:
         thread = session.scalars(
@@ -465,7 +474,7 @@ def test_with_a_new_slug_it_is_imported_and_message_ids_taken_here_get_new_ones(
 
 
 def test_an_email_another_tenant_has_is_refused(
-    small_archive: tuple[Source, Path], imported: tuple[Installation, subprocess.CompletedProcess[str]]
+    small_archive: tuple[Source, Path], imported: tuple[Installation, Ran]
 ) -> None:
     small, out = small_archive
     there, _ = imported

@@ -91,6 +91,11 @@ def import_tenant(
             raise ArchiveError(
                 f"the archive's rows conflict with this installation's: {_pg_message(exc.orig)}"
             ) from None
+        except (sqlalchemy.exc.DBAPIError, psycopg.DataError) as exc:  # values PostgreSQL refuses: a forged archive
+            orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+            raise ArchiveError(
+                f"the archive's rows cannot be stored: {_pg_message(orig)}; nothing was imported"
+            ) from None
         finally:
             engine.dispose()
 
