@@ -104,8 +104,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     @app.teardown_request
     def _forget_request_id(_exc: BaseException | None) -> None:
         # Flask's threads serve request after request: the next one must not log under this id.
-        if "request_id_token" in g:
-            logs.REQUEST_ID.reset(g.request_id_token)
+        token = g.pop("request_id_token", None)  # once: a streamed response tears down twice
+        if token is not None:
+            logs.REQUEST_ID.reset(token)
 
     csrf.init_app(app)
     login_manager.init_app(app)
