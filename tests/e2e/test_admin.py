@@ -76,6 +76,9 @@ def test_an_admin_sets_up_a_site_and_an_invited_agent_chats_with_a_visitor_on_it
     admin_context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     admin = admin_context.new_page()
     accept_dialogs(admin)
+    violations: list[str] = []
+    admin.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    admin.on("pageerror", lambda error: violations.append(str(error)))
     log_in_page(admin, stack.base_url, owner_login)
     admin.wait_for_url(f"{stack.base_url}/console")
 
@@ -103,6 +106,7 @@ def test_an_admin_sets_up_a_site_and_an_invited_agent_chats_with_a_visitor_on_it
     link = admin.locator("#invite-link").inner_text().strip()
     assert link.startswith(f"{stack.base_url}/invite/")
     admin.screenshot(path=str(artifacts / "admin-invite.png"))
+    assert violations == [], "the admin pages broke the CSP or threw"
     # The owner logs out, so the visitor's conversation goes to the one agent online.
     admin.get_by_role("button", name="Log out").click()
     admin.wait_for_url(re.compile(r".*/login"))
