@@ -32,7 +32,17 @@ SENDERS = ("visitor", "agent", "bot", "system")
 # next message; resolved: done (the visitor's next message starts a new conversation).
 CONVERSATION_STATUSES = ("open", "pending", "snoozed", "resolved")
 # What the console's timeline shows between messages. Never in the visitor's thread: notes live in their own table.
-CONVERSATION_EVENTS = ("note", "assigned", "unassigned", "transferred", "resolved", "reopened", "snoozed", "labelled")
+CONVERSATION_EVENTS = (
+    "note",
+    "assigned",
+    "unassigned",
+    "transferred",
+    "resolved",
+    "reopened",
+    "snoozed",
+    "pending",
+    "labelled",
+)
 
 
 def _now() -> Any:
@@ -186,9 +196,13 @@ class Schedule(TenantScoped, Base):
     created_at: Mapped[datetime] = _now()
 
 
-# What visitor search matches (desk/queries/search.py uses the same expression, so the index serves it).
+# What visitor search matches (desk/queries/search.py uses the same expression, so the index serves it). CASE, not
+# coalesce(): under row-level security the planner uses an index only for expressions it knows to be leakproof,
+# and COALESCE is not among them (migration 0008).
 VISITOR_SEARCH_DOCUMENT = (
-    "to_tsvector('simple', coalesce(name, '') || ' ' || coalesce(email, '') || ' ' || coalesce(external_id, ''))"
+    "to_tsvector('simple', (CASE WHEN name IS NULL THEN '' ELSE name END) || ' ' || "
+    "(CASE WHEN email IS NULL THEN '' ELSE email END) || ' ' || "
+    "(CASE WHEN external_id IS NULL THEN '' ELSE external_id END))"
 )
 MESSAGE_SEARCH_DOCUMENT = "to_tsvector('simple', body)"
 
