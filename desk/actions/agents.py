@@ -84,7 +84,7 @@ def do_create_invite(
     )
     session.add(invite)
     session.flush()
-    record(session, actor, client, "invite.create", invite_id=invite.id, email=email, role=role)
+    record(session, actor, client, "invite.create", after={"email": email, "role": role}, invite_id=invite.id)
     session.commit()
     return invite, token
 
@@ -145,7 +145,16 @@ def do_revoke_invite(session: Session, actor: User, client: audit.Client, invite
     if invite is None or invite.accepted_at is not None:
         raise NotFound("No such pending invitation.")
     invite.expires_at = datetime.now(UTC)
-    record(session, actor, client, "invite.revoke", invite_id=invite.id, email=invite.email)
+    record(
+        session,
+        actor,
+        client,
+        "invite.revoke",
+        before={"status": "pending"},
+        after={"status": "revoked"},
+        invite_id=invite.id,
+        email=invite.email,
+    )
     session.commit()
 
 

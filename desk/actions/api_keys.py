@@ -69,7 +69,7 @@ def do_create_api_key(
     )
     session.add(key)
     session.flush()
-    record(session, actor, client, "api_key.create", key_id=key.id, name=key.name, prefix=key.prefix)
+    record(session, actor, client, "api_key.create", after={"name": key.name, "prefix": key.prefix}, key_id=key.id)
     session.commit()
     return key, f"{key.prefix}.{secret}"
 
@@ -80,5 +80,15 @@ def do_revoke_api_key(session: Session, actor: User, client: audit.Client, key_i
     if key is None or key.revoked_at is not None:
         raise NotFound("No such API key.")
     key.revoked_at = datetime.now(UTC)
-    record(session, actor, client, "api_key.revoke", key_id=key.id, name=key.name, prefix=key.prefix)
+    record(
+        session,
+        actor,
+        client,
+        "api_key.revoke",
+        before={"status": "active"},
+        after={"status": "revoked"},
+        key_id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+    )
     session.commit()

@@ -91,7 +91,14 @@ def do_create_tenant(
     )
     tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
     assert tenant is not None
-    _record(session, operator, client, "platform.tenant_create", tenant, owner=owner_email)
+    _record(
+        session,
+        operator,
+        client,
+        "platform.tenant_create",
+        tenant,
+        after={"slug": slug, "name": tenant.name, "owner": owner_email},
+    )
     session.commit()
     return result
 

@@ -89,7 +89,18 @@ def do_update_site(
 def do_rotate_identity_secret(session: Session, actor: User, client: audit.Client, site_id: uuid.UUID) -> Site:
     """A new identity secret: hashes made with the old one stop proving visitors' identities at once."""
     site = _site(session, site_id)
+    before = {"identity_secret": site.identity_secret}
     site.identity_secret = secrets.token_urlsafe(32)
-    record(session, actor, client, "site.rotate_identity_secret", site_id=site.id, name=site.name)
+    # Recorded as "(changed)" on both sides: desk/audit.py never writes a secret's value.
+    record(
+        session,
+        actor,
+        client,
+        "site.rotate_identity_secret",
+        before=before,
+        after={"identity_secret": site.identity_secret},
+        site_id=site.id,
+        name=site.name,
+    )
     session.commit()
     return site

@@ -3,16 +3,29 @@ process in SaaS mode (`saas_url`), spoken to over HTTP by `Person`, a browser wi
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
+from flask import Flask
 
 from tests.conftest import Stack
 
 USER_AGENT = "DeskbellAdminTest/1.0 (like a browser)"
+
+
+def app_for_reading() -> Flask:
+    """The Flask app, to read its url_map and sign cookies, made without a NATS connection of its own (which would
+    outlive the test's nats-server and complain)."""
+    from web import create_app
+
+    with mock.patch.dict(os.environ):
+        os.environ.pop("NATS_URL", None)
+        return create_app()
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,10 @@ from desk.actions.admin import Conflict, Forbidden, Invalid, do_update_settings
 from desk.audit import Client
 from desk.db import system_session, tenant_session
 from desk.models import ApiKey, AuditLog, Conversation, Invite, Site, Team, Tenant, User
-from tests.admin.conftest import USER_AGENT, Person, logged_in
+from tests.admin.conftest import USER_AGENT, Person, app_for_reading, logged_in
 from tests.clients import session as widget_session
 from tests.conftest import Stack
 from tests.factories import new_conversation, new_people, platform_operator
-from web import create_app
 
 HERE = Client("127.0.0.1", "pytest")
 
@@ -102,6 +101,7 @@ def test_rotating_the_identity_secret_replaces_it_and_logs_no_secret(stack: Stac
     assert rotated.identity_secret != site.identity_secret
     [entry] = audit_entries(people["tenant_id"], "site.rotate_identity_secret")
     assert site.identity_secret not in str(entry.detail) and rotated.identity_secret not in str(entry.detail)
+    assert entry.detail["before"] == entry.detail["after"] == {"identity_secret": "(changed)"}
     assert "Rotate the identity secret?" in owner.get(f"/admin/sites/{site.id}").text  # the confirmation
 
 
@@ -398,7 +398,7 @@ def test_a_login_ends_after_the_tenants_session_lifetime(stack: Stack) -> None:
     agent = logged_in(stack.base_url, people["agent"])
     assert agent.get("/console").status_code == 200
     # 31 minutes later: the session cookie is signed with the test's SECRET_KEY, so the test can age it.
-    app = create_app()
+    app = app_for_reading()
     serializer = SecureCookieSessionInterface().get_signing_serializer(app)
     name = app.config["SESSION_COOKIE_NAME"]
     data = serializer.loads(agent.client.cookies[name])
@@ -443,7 +443,7 @@ def test_an_api_key_is_shown_once_stored_hashed_and_encrypted_and_gone_once_revo
     assert key.prefix == prefix
     assert key.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in key.secret_encrypted
-    secret_key = create_app().config["SECRET_KEY"]
+    secret_key = app_for_reading().config["SECRET_KEY"]
     assert api_keys.secret_of(key, secret_key) == secret
     with system_session() as session:
         assert api_keys.find_key(session, full).id == key.id

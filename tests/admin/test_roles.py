@@ -19,10 +19,9 @@ from desk.actions import api_keys, labels, teams
 from desk.audit import Client
 from desk.db import system_session, tenant_session
 from desk.models import User
-from tests.admin.conftest import Person, logged_in
+from tests.admin.conftest import Person, app_for_reading, logged_in
 from tests.conftest import Stack
 from tests.factories import new_people, platform_operator
-from web import create_app
 
 ROLES = ("agent", "admin", "owner", "operator", None)  # None: logged out
 # Who may use a route; every other /admin route is for admins and owners.
@@ -152,7 +151,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
 @cache
 def admin_routes() -> list[tuple[str, str, str]]:
     """(endpoint, method, rule) of every route under /admin or /platform, as the app declares them."""
-    app = create_app()
+    app = app_for_reading()
     return sorted(
         (rule.endpoint, method, rule.rule)
         for rule in app.url_map.iter_rules()
