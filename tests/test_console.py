@@ -220,3 +220,14 @@ def test_the_stream_signals_list_and_conversation_changes_and_calls_for_attentio
         await visitor.close()
 
     asyncio.run(scenario())
+
+
+def test_admins_and_owners_find_the_admin_panel_from_the_console_and_agents_do_not(stack: Stack) -> None:
+    tenant = stack.bootstrap("vic")
+    agent = Agent(stack.base_url)
+    login = tenant["agents"][0]
+    assert agent.login(login["email"], login["password"]).status_code == 200
+    assert 'href="/admin"' not in agent.client.get("/console").text
+    owner = Agent(stack.base_url)
+    assert owner.login(tenant["owner_email"], tenant["owner_password"]).status_code == 200
+    assert 'href="/admin">Admin</a>' in owner.client.get("/console").text
