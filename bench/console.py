@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.errors
 
 DB_NAME = "deskbell_bench_console"
 AGENTS = 20
@@ -347,7 +348,7 @@ class Measured:
     raw_db_cpu: float = 0.0
 
 
-def measure(url: str, filled: Filled, requests: int, seed: int) -> list[Measured]:
+def measure(url: str, filled: Filled, requests: int, seed: int, only: str = "") -> list[Measured]:
     os.environ.update(DATABASE_URL=url, DESKBELL_ENV="development", SECRET_KEY=secrets.token_urlsafe(32))
     os.environ.setdefault("DESKBELL_DATA", tempfile.mkdtemp(prefix="bench-console-"))
     os.environ.pop("NATS_URL", None)
@@ -403,6 +404,8 @@ def measure(url: str, filled: Filled, requests: int, seed: int) -> list[Measured
     raw_pid = raw.info.backend_pid
     app_backends = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     for name, next_url in pages:
+        if only not in name:
+            continue
         found = Measured(name)
         for _ in range(10):  # warm-up
             client.get(next_url())
@@ -442,7 +445,10 @@ def replay(raw: psycopg.Connection[Any], recorded: list[tuple[str, Any]]) -> flo
     started = time.perf_counter()
     with raw.cursor() as cur:
         for statement, parameters in recorded:
-            cur.execute(statement, parameters or None)
+            try:
+                cur.execute(statement, parameters or None)
+            except psycopg.errors.QueryCanceled:
+                continue  # the search's time limit, as in the app: its savepoint is rolled back next
             if cur.description is not None:
                 cur.fetchall()
     raw.rollback()
@@ -468,6 +474,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", default="", help="measure only the URLs whose name contains this, e.g. search")
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME} afterwards")
     parser.add_argument("--reuse", action="store_true", help=f"measure a kept {DB_NAME} again without filling it")
     parser.add_argument(
@@ -506,7 +513,7 @@ def main() -> None:
                 conn.execute(f"ALTER FUNCTION {function} {'' if args.leakproof else 'NOT '}LEAKPROOF")
         print(f"{', '.join(LEAKPROOF)}: {'' if args.leakproof else 'not '}leakproof", flush=True)
         load = os.getloadavg()
-        measure(url, filled, args.requests, args.seed)
+        measure(url, filled, args.requests, args.seed, args.only)
         print(f"load average (1 min) {load[0]:.1f} before measuring, {os.getloadavg()[0]:.1f} after: the machine is "
               "shared, so compare with the raw SQL figures of the same run", flush=True)  # fmt: skip
     finally:
