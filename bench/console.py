@@ -444,11 +444,20 @@ def replay(raw: psycopg.Connection[Any], recorded: list[tuple[str, Any]]) -> flo
     """The statements of one request, run with plain psycopg on one open connection, in one transaction."""
     started = time.perf_counter()
     with raw.cursor() as cur:
+        savepoint = None
         for statement, parameters in recorded:
+            if statement.startswith("SAVEPOINT "):
+                savepoint = statement.split()[1]
             try:
                 cur.execute(statement, parameters or None)
             except psycopg.errors.QueryCanceled:
-                continue  # the search's time limit, as in the app: its savepoint is rolled back next
+                # The search's time limit, as in the app, which rolls back to its savepoint (a statement the
+                # recording does not see).
+                if savepoint:
+                    cur.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                else:
+                    raw.rollback()  # the Chinese search rolls back its whole transaction
+                continue
             if cur.description is not None:
                 cur.fetchall()
     raw.rollback()
