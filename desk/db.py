@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, sessionmaker, with_loader_criteria
@@ -64,10 +65,15 @@ def _become_app_role(dbapi_connection: Any, _record: object) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute(_APP_ROLE_STATE)
         switch, already, bypasses = cursor.fetchone()
-        if switch:
-            cursor.execute(f"SET ROLE {APP_ROLE}")
     dbapi_connection.commit()
-    if not switch and not already and bypasses:
+    if switch:
+        try:
+            dbapi_connection.execute(f"SET ROLE {APP_ROLE}")
+            dbapi_connection.commit()
+            return
+        except psycopg.Error:  # PostgreSQL 16+: a member granted WITH SET FALSE
+            dbapi_connection.rollback()
+    if not already and bypasses:
         _warn_unprotected()
 
 
