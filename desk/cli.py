@@ -1,4 +1,4 @@
-"""The `deskbell` command: release, bootstrap, doctor, dead, export, import, backup, restore, dev.
+"""The `deskbell` command: release, bootstrap, doctor, dead, export, import, backup, restore, bundle, dev.
 
 docs/operations.md shows each in use."""
 
@@ -403,6 +403,26 @@ def restore_command(source: Path) -> None:
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"restore: {sum(counts.values())} rows in {len(counts)} tables, as in the backup", err=True)
+
+
+@main.command("bundle")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("deskbell-bundle.tar.gz"),
+              show_default=True, help="The .tar.gz to write.")  # fmt: skip
+@click.option("--find-links", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder of wheels to use before the index (e.g. a previous bundle's wheels/).")  # fmt: skip
+def bundle_command(out: Path, find_links: Path | None) -> None:
+    """Make the offline install bundle: wheels for this Python and machine, the source at HEAD, the front-end
+    files, a manifest with checksums (docs/install.md). Needs access to the package registries."""
+    import subprocess
+
+    from desk import bundle
+
+    try:
+        bundle.build(out, find_links=find_links, log=lambda m: click.echo(m, err=True))
+    except (bundle.BundleError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except subprocess.CalledProcessError as exc:
+        raise click.ClickException(f"{' '.join(map(str, exc.cmd))} failed (exit {exc.returncode})") from None
 
 
 @main.command()
