@@ -30,6 +30,7 @@ run: install
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+# Two test processes (the machine's two cores); a test module stays on one of them, with its fixtures.
 test: install chromium
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
