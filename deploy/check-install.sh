@@ -13,7 +13,8 @@
 # 4. From this machine, inside that namespace: /readyz on each web port and through nginx (TLS, the self-signed
 #    certificate), a visitor chats over the WebSocket (tests/clients.py), the owner logs in and sees it.
 # 5. install.sh --offline HEAD's bundle (the upgrade): same checks, the conversation and the owner's password
-#    survived, the secrets did not change, the release switched.
+#    survived, the secrets did not change, the release switched; then the same bundle once more (idempotent:
+#    nothing installed, processes restarted one by one, same checks).
 # 6. Stops everything, unmounts, deletes the root (unless --keep). Run as root on a Debian/Ubuntu machine.
 set -euo pipefail
 
@@ -34,7 +35,7 @@ while (($#)); do
         --bundle) BUNDLE=$(realpath "$2"); shift ;;
         --root) ROOT=$(realpath -m "$2"); shift ;;
         --keep) KEEP=1 ;;
-        *) sed -n '2,17p' "$0"; exit 2 ;;
+        *) sed -n '2,18p' "$0"; exit 2 ;;
     esac
     shift
 done
@@ -195,18 +196,20 @@ assert r["owner_login"] == 200 and r["new_thread"] == ["Hello from the first ins
 EOF
 }
 
-upgrade_checks() {
+# later_checks STAGE: after a rerun of install.sh, everything answers, the owner's login and the first
+# conversation are still there, and a new visitor can chat.
+later_checks() {
     check_doctor
     local out
-    out=$(cd "$REPO" && check_chat upgraded) || fail "checks after the upgrade"
+    out=$(cd "$REPO" && check_chat "$1") || fail "checks after the $1 install"
     echo "$out" >&2
-    python3 - "$out" <<'EOF' || fail "after the upgrade: $out"
+    python3 - "$out" "$1" <<'EOF' || fail "after the $1 install: $out"
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["readyz"] == {"8001": "ok", "8002": "ok"} and r["readyz_nginx"] == "ok", r
 assert r["owner_login"] == 200, "the owner's password changed"
 assert r["old_thread"] == ["Hello from the first install"], "the first conversation is gone"
-assert r["new_thread"] == ["Hello from the upgraded install"], r
+assert r["new_thread"] == [f"Hello from the {sys.argv[2]} install"], r
 EOF
 }
 
@@ -227,6 +230,14 @@ check_upgrade_kept_state() {
     now=$(readlink "$ROOT/opt/deskbell/current")
     log "release before: ${RELEASE_BEFORE##*/}, after: ${now##*/}"
     [[ -z $OLD_BUNDLE || $now != "$RELEASE_BEFORE" ]] || fail "the upgrade did not switch the release"
+    RELEASE_BEFORE=$now
+}
+
+# The same bundle again: nothing new is installed, the processes are restarted one by one.
+check_rerun_kept_state() {
+    check_upgrade_kept_state "$1"
+    grep -q "already installed" "$1" || fail "the same bundle was installed again"
+    [[ $(readlink "$ROOT/opt/deskbell/current") == "$RELEASE_BEFORE" ]] || fail "the release changed"
 }
 
 # -- 6. cleaning up --------------------------------------------------------------------------------------------------
@@ -276,7 +287,7 @@ main() {
     make_netns
     phase "Debian 12 root (debootstrap)" make_root
     mount_root
-    local first=$ROOT/root/install-1.log second=$ROOT/root/install-2.log
+    local first=$ROOT/root/install-1.log second=$ROOT/root/install-2.log third=$ROOT/root/install-3.log
     local first_bundle=/root/new.tar.gz
     [[ -z $OLD_BUNDLE ]] || first_bundle=/root/old.tar.gz
     phase "install.sh (first install)" run_install "$first_bundle" "$first"
@@ -284,8 +295,11 @@ main() {
     phase "checks after the first install" first_checks
     phase "install.sh again (upgrade)" run_install /root/new.tar.gz "$second"
     check_upgrade_kept_state "$second"
-    phase "checks after the upgrade" upgrade_checks
-    cp "$first" "$second" "$(dirname "$ROOT")/" 2>/dev/null || true
+    phase "checks after the upgrade" later_checks upgraded
+    phase "install.sh a third time (same)" run_install /root/new.tar.gz "$third"
+    check_rerun_kept_state "$third"
+    phase "checks after the third run" later_checks repeated
+    cp "$first" "$second" "$third" "$(dirname "$ROOT")/" 2>/dev/null || true
 }
 
 main
