@@ -84,9 +84,8 @@ def test_two_agents_share_five_new_chats_live(stack: Stack, browser: Browser) ->
     for i in (2, 3, 4):
         expect(row(bob, questions[i])).to_be_visible()
     expect(bob.locator("#conversation-list .view[data-view=unassigned] .count")).to_have_text("3")
-    # (Opened by its address: clicking the All tab while live refreshes are in flight can lose to a refresh of
-    # the old view, a known race in the list's refresh.)
-    bob.goto(f"{stack.base_url}/console?view=all")
+    bob.locator("#conversation-list .view[data-view=all]").click()  # while live refreshes are still coming
+    expect(bob.locator("#conversation-list .view[data-view=all]")).to_have_attribute("aria-selected", "true")
     for conversation in taken:
         expect(bob.locator(f"#conv-{conversation} .assignee")).to_have_text("Ann")
 
