@@ -223,9 +223,14 @@ read_first_install() {
     RELEASE_BEFORE=$(readlink "$ROOT/opt/deskbell/current")
 }
 
-check_upgrade_kept_state() {
+# After a rerun: the secrets are the same and the owner was left alone.
+check_kept_state() {
     [[ $(grep '^SECRET_KEY=' "$ROOT/etc/deskbell/deskbell.env") == "$SECRET_BEFORE" ]] || fail "SECRET_KEY changed"
-    ! grep -q '^ *password:' "$1" || fail "the upgrade printed an owner password: it touched the owner"
+    ! grep -q '^ *password:' "$1" || fail "install.sh printed an owner password again: it touched the owner"
+}
+
+check_upgrade_kept_state() {
+    check_kept_state "$1"
     local now
     now=$(readlink "$ROOT/opt/deskbell/current")
     log "release before: ${RELEASE_BEFORE##*/}, after: ${now##*/}"
@@ -233,11 +238,19 @@ check_upgrade_kept_state() {
     RELEASE_BEFORE=$now
 }
 
-# The same bundle again: nothing new is installed, the processes are restarted one by one.
+# The web and worker processes' pids, from the fallback's pid files.
+app_pids() { cat "$ROOT"/run/deskbell/web@*.pid "$ROOT"/run/deskbell/worker@*.pid | sort | paste -sd' ' -; }
+
+# The same bundle again: nothing new is installed, every web and worker process was restarted.
 check_rerun_kept_state() {
-    check_upgrade_kept_state "$1"
+    check_kept_state "$1"
     grep -q "already installed" "$1" || fail "the same bundle was installed again"
     [[ $(readlink "$ROOT/opt/deskbell/current") == "$RELEASE_BEFORE" ]] || fail "the release changed"
+    local before=$2 after
+    after=$(app_pids)
+    log "processes before: $before; after: $after"
+    [[ -z $(comm -12 <(tr ' ' '\n' <<<"$before" | sort) <(tr ' ' '\n' <<<"$after" | sort)) ]] ||
+        fail "some processes were not restarted"
 }
 
 # -- 6. cleaning up --------------------------------------------------------------------------------------------------
@@ -296,8 +309,10 @@ main() {
     phase "install.sh again (upgrade)" run_install /root/new.tar.gz "$second"
     check_upgrade_kept_state "$second"
     phase "checks after the upgrade" later_checks upgraded
+    local pids
+    pids=$(app_pids)
     phase "install.sh a third time (same)" run_install /root/new.tar.gz "$third"
-    check_rerun_kept_state "$third"
+    check_rerun_kept_state "$third" "$pids"
     phase "checks after the third run" later_checks repeated
     cp "$first" "$second" "$third" "$(dirname "$ROOT")/" 2>/dev/null || true
 }
