@@ -1,6 +1,6 @@
 #!/bin/bash
 # check-install.sh: proof that deploy/install.sh installs a working Deskbell on a fresh Debian 12 and upgrades it
-# without losing data (docs/install.md, "How install.sh is checked"). Slow (10-20 minutes), so not in `make test`.
+# without losing data (docs/install.md, "How install.sh is checked"). Slow (6-15 minutes), so not in `make test`.
 #
 #   deploy/check-install.sh [--from REV|--no-upgrade-from] [--bundle FILE] [--root DIR] [--keep]
 #
