@@ -313,6 +313,19 @@
     target.classList.add("found");
   }
 
+  // Choosing a list (Mine, Unassigned, All) shows it chosen at once and records it where live refreshes read it,
+  // before htmx sends the request: the click replaces a refresh under way (hx-sync), and a refresh that starts
+  // meanwhile asks for the chosen list instead of swapping the old one back and dropping the click with it.
+  document.addEventListener("click", function (evt) {
+    var view = evt.target.closest && evt.target.closest("#conversation-list .view[data-view]");
+    if (!view || evt.button !== 0 || evt.ctrlKey || evt.metaKey || evt.shiftKey || evt.altKey) return;
+    var field = document.querySelector("#conversation-list .status-filter input[name=view]");
+    if (field) field.value = view.dataset.view;
+    document.querySelectorAll("#conversation-list .view[data-view]").forEach(function (other) {
+      other.setAttribute("aria-selected", other === view ? "true" : "false");
+    });
+  }, true);
+
   // Links to a conversation (the list's rows, search results, earlier conversations) open it as a tab; a
   // Ctrl/middle click or a link to another window still opens the page.
   var CONVERSATION_PAGE = /^\/console\/c\/[0-9a-f-]{36}$/;
