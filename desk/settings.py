@@ -80,6 +80,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     # selfhosted: one company, no tenant management; saas: platform operators manage tenants (docs/admin.md).
     deployment_mode: str = "selfhosted"
+    # Copies of each JetStream stream: 1 on a single nats-server, 3 on a cluster (docs/scaling.md).
+    stream_replicas: int = 1
 
     @property
     def development(self) -> bool:
@@ -144,6 +146,14 @@ def _deployment_mode() -> str:
     return mode
 
 
+def _stream_replicas() -> int:
+    """NATS_STREAM_REPLICAS: JetStream keeps a stream on at most 5 servers; 3 survives losing one."""
+    replicas = _int("NATS_STREAM_REPLICAS", 1)
+    if not 1 <= replicas <= 5:
+        raise RuntimeError("NATS_STREAM_REPLICAS must be between 1 and 5")
+    return replicas
+
+
 def load() -> Settings:
     env = os.environ.get("DESKBELL_ENV", "development")
     data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
@@ -172,4 +182,5 @@ def load() -> Settings:
         presence=_presence(),
         trusted_proxies=_networks("TRUSTED_PROXIES"),
         deployment_mode=_deployment_mode(),
+        stream_replicas=_stream_replicas(),
     )

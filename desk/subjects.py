@@ -8,6 +8,7 @@ catches up from PostgreSQL, which is the log. What a worker gives up on is kept 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from nats.js import JetStreamContext
@@ -132,9 +133,15 @@ CONSUMERS = {
 }
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update the streams and durable consumers; safe to run at every release."""
-    for config in STREAMS:
+async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create or update the streams and durable consumers; safe to run at every release. `replicas` (default:
+    the NATS_STREAM_REPLICAS setting) copies of each stream; the consumers follow their stream's."""
+    if replicas is None:
+        from desk.settings import load  # here, not at import: the module is also used without settings
+
+        replicas = load().stream_replicas
+    for base in STREAMS:
+        config = dataclasses.replace(base, num_replicas=replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
