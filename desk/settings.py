@@ -66,6 +66,21 @@ class Presence:
 
 
 @dataclass(frozen=True)
+class Logins:
+    """Login attempt limits (docs/operations.md, "Login attempts"), kept in PostgreSQL so every web process agrees."""
+
+    # Failed attempts on one account (the email typed) that lock it; two-factor codes count too.
+    max_failures: int = 10
+    # Failed attempts from one address (an IPv6 /64) on any accounts that lock the address out.
+    ip_max_failures: int = 50
+    # How long a lock lasts; failures older than this are forgotten.
+    lockout_seconds: int = 15 * 60
+    # Failures on an account before each further attempt must wait 1, 2, 4... seconds, at most delay_max_seconds.
+    delay_after: int = 3
+    delay_max_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     database_url: str | None
@@ -82,6 +97,7 @@ class Settings:
     deployment_mode: str = "selfhosted"
     # Copies of each JetStream stream: 1 on a single nats-server, 3 on a cluster (docs/scaling.md).
     stream_replicas: int = 1
+    logins: Logins = field(default_factory=Logins)
 
     @property
     def development(self) -> bool:
@@ -154,6 +170,21 @@ def _stream_replicas() -> int:
     return replicas
 
 
+def _logins() -> Logins:
+    logins = Logins(
+        max_failures=_int("DESKBELL_LOGIN_MAX_FAILURES", Logins.max_failures),
+        ip_max_failures=_int("DESKBELL_LOGIN_IP_MAX_FAILURES", Logins.ip_max_failures),
+        lockout_seconds=_int("DESKBELL_LOGIN_LOCKOUT_SECONDS", Logins.lockout_seconds),
+        delay_after=_int("DESKBELL_LOGIN_DELAY_AFTER", Logins.delay_after),
+        delay_max_seconds=_int("DESKBELL_LOGIN_DELAY_MAX_SECONDS", Logins.delay_max_seconds),
+    )
+    if min(logins.max_failures, logins.ip_max_failures, logins.lockout_seconds) < 1:
+        raise RuntimeError("DESKBELL_LOGIN_MAX_FAILURES, _IP_MAX_FAILURES and _LOCKOUT_SECONDS must be at least 1")
+    if min(logins.delay_after, logins.delay_max_seconds) < 0:
+        raise RuntimeError("DESKBELL_LOGIN_DELAY_AFTER and DESKBELL_LOGIN_DELAY_MAX_SECONDS must not be negative")
+    return logins
+
+
 def load() -> Settings:
     env = os.environ.get("DESKBELL_ENV", "development")
     data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
@@ -183,4 +214,5 @@ def load() -> Settings:
         trusted_proxies=_networks("TRUSTED_PROXIES"),
         deployment_mode=_deployment_mode(),
         stream_replicas=_stream_replicas(),
+        logins=_logins(),
     )
