@@ -116,6 +116,15 @@ class User(TenantScoped, Base):
     # The last heartbeat from any of the agent's console tabs; the presence sweeper turns a silent agent away.
     presence_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
+    # Account security (desk/accounts.py, migration 0010). A session remembers the epoch it began in; raising it
+    # ends every session of the user ("Sign out everywhere", deactivation, a password change).
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Two-factor: the TOTP secret (Fernet under SECRET_KEY), set once confirmed; the last time step a code was
+    # accepted for (a code works once); sha256 of the unused recovery codes.
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    recovery_codes: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
 
 
 class Team(TenantScoped, Base):
@@ -357,3 +366,15 @@ class AuditLog(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[datetime] = _now()
+
+
+class LoginThrottle(Base):
+    """Failed login attempts of one account (`account:<email>`) or one address (`ip:<address or /64>`), and the
+    lock they led to (web/auth/limits.py). Keyed by what was typed, so unknown emails are throttled alike."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
