@@ -168,6 +168,23 @@ def read(seq: int) -> dict[str, Any]:
     return {"type": "read", "seq": seq}
 
 
+def queue(position: int, wait_seconds: int | None) -> dict[str, Any]:
+    """Where the visitor is in line (1: next; 0: an agent has the conversation) and the estimated wait."""
+    return {"type": "queue", "position": position, "wait_seconds": wait_seconds}
+
+
+def signal_frame(event: dict[str, Any]) -> dict[str, Any]:
+    """The frame for a `typing`, `read` or `queue` event on the visitor's subject (desk/signals.py)."""
+    kind = event["kind"]
+    if kind == "typing":
+        return typing(event.get("author"))
+    if kind == "read":
+        return read(event["seq"])
+    if kind == "queue":
+        return queue(event["position"], event.get("wait_seconds"))
+    raise ValueError(f"not a visitor signal: {kind!r}")
+
+
 # Errors about a message that the client should send again, unchanged, later; any other error is final.
 RETRY_CODES = frozenset({"unavailable", "not_stored_yet"})
 

@@ -14,6 +14,9 @@ TYPING = "typing"
 READ = "read"
 CONVERSATION = "conversation"
 PRESENCE = "presence"
+QUEUE = "queue"
+# The events on a visitor's subject that become frames of their own (desk.protocol.signal_frame).
+VISITOR_SIGNALS = (TYPING, READ, QUEUE)
 
 
 def visitor_typing(visitor_id: uuid.UUID | str, conversation_id: uuid.UUID | str | None) -> dict[str, Any]:
@@ -47,3 +50,15 @@ def conversation_changed(conversation_id: uuid.UUID | str, change: str, **detail
 def presence_changed(user_id: uuid.UUID | str, presence: str) -> dict[str, Any]:
     """On `agent_events(tenant)`: an agent went online, away or offline (by hand or by the presence sweeper)."""
     return {"kind": PRESENCE, "user_id": str(user_id), "presence": presence}
+
+
+def queue_position(conversation_id: uuid.UUID | str, position: int, wait_seconds: int | None) -> dict[str, Any]:
+    """On `visitor_events(tenant, visitor)`: where the visitor's conversation is in its team's queue (1: next),
+    0 once an agent has it; `wait_seconds` is the estimate, None when there is nothing to estimate from
+    (desk/actions/queue.py)."""
+    return {
+        "kind": QUEUE,
+        "conversation_id": str(conversation_id),
+        "position": position,
+        "wait_seconds": wait_seconds,
+    }
