@@ -5,7 +5,7 @@
 - the console, the admin pages and the account page answer only addresses in the tenant's `console_networks`;
 - platform operators have no console (they see no conversations).
 
-The tenant row is read once per request and kept in `g.tenant` for the views.
+The tenant row is read once per request, with the user, and kept in `g.tenant` for the views.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ def _guard() -> ResponseReturnValue | None:
         return None
     if not current_user.is_authenticated:
         return None
-    with system_session() as db:
-        tenant = db.get(Tenant, current_user.tenant_id)
-    g.tenant = tenant
+    tenant = g.get("tenant")  # read with the user by the user loader (web/__init__.py)
+    if tenant is None:
+        with system_session() as db:
+            tenant = db.get(Tenant, current_user.tenant_id)
+        g.tenant = tenant
     if tenant is None:
         _end_session()
         return redirect(url_for("auth.login"))

@@ -19,7 +19,7 @@ from flask_login import current_user, login_required
 
 from desk.bus import BusUnavailable, SyncBus
 from desk.db import tenant_session
-from desk.models import Conversation, User
+from desk.models import Conversation
 
 bp = Blueprint("agent", __name__)
 
@@ -32,9 +32,7 @@ def _require_login() -> None:
 
 @bp.context_processor
 def _presence() -> dict[str, str]:
-    with tenant_session(current_user.tenant_id) as session:
-        user = session.get(User, current_user.id)
-    return {"current_presence": user.presence if user else "offline"}
+    return {"current_presence": current_user.presence}
 
 
 def bus() -> SyncBus:

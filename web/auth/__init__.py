@@ -40,6 +40,7 @@ class SessionUser:
         self.name = user.name
         self.email = user.email
         self.role = user.role
+        self.presence = user.presence  # as of this request's start: the console's presence picker shows it
 
     def get_id(self) -> str:
         return str(self.id)
