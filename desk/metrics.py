@@ -41,6 +41,9 @@ HTTP_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 ERRORS = Counter("deskbell_errors_total", "Errors by where they happened and what they were", ["where", "kind"])
+MISSED_CHATS = Counter(
+    "deskbell_missed_chats_total", "Conversations marked missed: the visitor waited past the threshold for a reply"
+)
 
 
 def since(started: float) -> float:

@@ -269,6 +269,16 @@ class Conversation(TenantScoped, Base):
     agent_read_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _now()
     last_activity_at: Mapped[datetime] = _now()
+    # Routing (migration 0012, desk/actions/routing.py): when it joined its team's queue (FIFO order), when routing
+    # gave it to its agent and when that agent opened it (unopened for too long: it goes to another), the agent
+    # who let it go that way (asked last next time), when it was marked missed, and when it was resolved for
+    # being idle (a visitor's message may reopen it, per the site's setting).
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    passed_over_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    missed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    auto_resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Message(TenantScoped, Base):
@@ -378,3 +388,14 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiNonce(Base):
+    """A nonce a signed API request used (web/api/auth.py): a second request with it is a replay. Kept until the
+    request's timestamp falls out of the accepted window; no tenant's data, so system sessions only (migration 0009)."""
+
+    __tablename__ = "api_nonces"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

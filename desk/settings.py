@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,15 @@ class Limits:
         "text/plain",
     )
     uploads_per_hour: int = 20
+    # Abuse limits (docs/operations.md, "Abuse limits"), kept in each web process's memory; 0 turns one off.
+    # Per client address (an IPv6 one by its /64): new visitor connections (sockets and long-polls) per minute,
+    # visitor sockets open at once, and new visitor sessions per hour.
+    connections_per_ip_per_minute: int = 120
+    sockets_per_ip: int = 100
+    sessions_per_ip_per_hour: int = 100
+    # Per socket: frames a second, with a small burst (message frames are bounded by pending_messages instead).
+    frames_per_second: int = 10
+    frame_burst: int = 30
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,18 @@ class Presence:
 
 
 @dataclass(frozen=True)
+class Routing:
+    """Routing's time limits (docs/operations.md, "Routing"); a tenant's own (tenants.settings.routing) win."""
+
+    # An agent who has not opened a conversation routing gave them within this loses it to the next agent.
+    open_timeout_seconds: int = 120
+    # A conversation whose visitor has waited this long for an agent's reply is marked missed.
+    missed_after_seconds: int = 300
+    # An open or pending conversation without a message for this long is resolved with a system message.
+    idle_resolve_minutes: int = 0
+
+
+@dataclass(frozen=True)
 class Logins:
     """Login attempt limits (docs/operations.md, "Login attempts"), kept in PostgreSQL so every web process agrees."""
 
@@ -78,6 +102,25 @@ class Logins:
     # Failures on an account before each further attempt must wait 1, 2, 4... seconds, at most delay_max_seconds.
     delay_after: int = 3
     delay_max_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class Api:
+    """The signed server-to-server API (docs/api.md; docs/operations.md, "Server-to-server API")."""
+
+    # A request whose timestamp is further than this from the server's clock is refused (and so is its replay).
+    max_skew_seconds: int = 300
+    # The most items one page of a list answers with (a client's `limit` above it is lowered to it).
+    page_max: int = 100
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """Encryption at rest (docs/operations.md, "Encryption at rest"): AES-256-GCM keys by id; desk/crypto.py."""
+
+    keys: tuple[tuple[str, bytes], ...] = ()
+    # The key new values are written with; None: written in plain text (keys still read older values).
+    active: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +141,9 @@ class Settings:
     # Copies of each JetStream stream: 1 on a single nats-server, 3 on a cluster (docs/scaling.md).
     stream_replicas: int = 1
     logins: Logins = field(default_factory=Logins)
+    api: Api = field(default_factory=Api)
+    encryption: Encryption = field(default_factory=Encryption)
+    routing: Routing = field(default_factory=Routing)
 
     @property
     def development(self) -> bool:
@@ -185,6 +231,44 @@ def _logins() -> Logins:
     return logins
 
 
+def _api() -> Api:
+    api = Api(
+        max_skew_seconds=_int("DESKBELL_API_MAX_SKEW_SECONDS", Api.max_skew_seconds),
+        page_max=_int("DESKBELL_API_PAGE_MAX", Api.page_max),
+    )
+    if min(api.max_skew_seconds, api.page_max) < 1:
+        raise RuntimeError("DESKBELL_API_MAX_SKEW_SECONDS and DESKBELL_API_PAGE_MAX must be at least 1")
+    return api
+
+
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _encryption() -> Encryption:
+    """DESKBELL_ENCRYPTION_KEYS="kid1:<base64 of 32 bytes>,kid2:..." and DESKBELL_ENCRYPTION_ACTIVE=kid1. A bad
+    entry stops the process: a key misread would write values no one can read back."""
+    keys: dict[str, bytes] = {}
+    for entry in (part.strip() for part in os.environ.get("DESKBELL_ENCRYPTION_KEYS", "").split(",")):
+        if not entry:
+            continue
+        kid, _, encoded = entry.partition(":")
+        if not KEY_ID.fullmatch(kid):
+            raise RuntimeError("DESKBELL_ENCRYPTION_KEYS: a key id is 1 to 32 of A-Z a-z 0-9 _ -, then ':'")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != 32:
+            raise RuntimeError(f"DESKBELL_ENCRYPTION_KEYS: key {kid} is not the base64 of 32 bytes")
+        if kid in keys:
+            raise RuntimeError(f"DESKBELL_ENCRYPTION_KEYS: key id {kid} appears twice")
+        keys[kid] = key
+    active = (os.environ.get("DESKBELL_ENCRYPTION_ACTIVE") or "").strip() or None
+    if active is not None and active not in keys:
+        raise RuntimeError(f"DESKBELL_ENCRYPTION_ACTIVE: no key {active} in DESKBELL_ENCRYPTION_KEYS")
+    return Encryption(keys=tuple(keys.items()), active=active)
+
+
 def load() -> Settings:
     env = os.environ.get("DESKBELL_ENV", "development")
     data_dir = Path(os.environ.get("DESKBELL_DATA", ROOT / "var")).resolve()
@@ -200,6 +284,13 @@ def load() -> Settings:
         upload_bytes=_int("DESKBELL_UPLOAD_BYTES", Limits.upload_bytes),
         upload_types=_types("DESKBELL_UPLOAD_TYPES", Limits.upload_types),
         uploads_per_hour=_int("DESKBELL_UPLOADS_PER_HOUR", Limits.uploads_per_hour),
+        connections_per_ip_per_minute=_int(
+            "DESKBELL_CONNECTIONS_PER_IP_PER_MINUTE", Limits.connections_per_ip_per_minute
+        ),
+        sockets_per_ip=_int("DESKBELL_SOCKETS_PER_IP", Limits.sockets_per_ip),
+        sessions_per_ip_per_hour=_int("DESKBELL_SESSIONS_PER_IP_PER_HOUR", Limits.sessions_per_ip_per_hour),
+        frames_per_second=_int("DESKBELL_FRAMES_PER_SECOND", Limits.frames_per_second),
+        frame_burst=_int("DESKBELL_FRAME_BURST", Limits.frame_burst),
     )
     return Settings(
         env=env,
@@ -215,4 +306,18 @@ def load() -> Settings:
         deployment_mode=_deployment_mode(),
         stream_replicas=_stream_replicas(),
         logins=_logins(),
+        api=_api(),
+        encryption=_encryption(),
+        routing=_routing(),
     )
+
+
+def _routing() -> Routing:
+    routing = Routing(
+        open_timeout_seconds=_int("DESKBELL_ROUTING_OPEN_TIMEOUT_SECONDS", Routing.open_timeout_seconds),
+        missed_after_seconds=_int("DESKBELL_ROUTING_MISSED_AFTER_SECONDS", Routing.missed_after_seconds),
+        idle_resolve_minutes=_int("DESKBELL_ROUTING_IDLE_RESOLVE_MINUTES", Routing.idle_resolve_minutes),
+    )
+    if min(routing.open_timeout_seconds, routing.missed_after_seconds, routing.idle_resolve_minutes) < 0:
+        raise RuntimeError("DESKBELL_ROUTING_* settings must not be negative (0 turns one off)")
+    return routing

@@ -14,7 +14,7 @@ from tests.factories import assignee_of, new_agent, new_conversation
 def route(tenant: uuid.UUID, conversation: uuid.UUID) -> uuid.UUID | None:
     """Route in a session of its own, as the router worker does; the id of the agent it was given to."""
     with tenant_session(tenant) as session:
-        agent = do_route_conversation(session, conversation)
+        agent, _ = do_route_conversation(session, conversation)
         return agent.id if agent else None
 
 

@@ -18,7 +18,8 @@ CONSUMERS = {
 
 
 async def sweep(nc: Client, stop: asyncio.Event) -> None:
-    await sweeper.run(nc, stop, settings.load().presence)
+    config = settings.load()
+    await sweeper.run(nc, stop, config.presence, config.routing)
 
 
 def main(argv: list[str]) -> None:
@@ -26,7 +27,9 @@ def main(argv: list[str]) -> None:
     unknown = sorted(set(names) - set(CONSUMERS))
     if unknown:
         raise SystemExit(f"unknown worker(s): {', '.join(unknown)}; choose from {', '.join(CONSUMERS)}")
-    base.run([CONSUMERS[name] for name in names], name="worker:" + "+".join(names), beside=[sweep])
+    # The router also listens to the consoles' events (workers/router.py, `listen`).
+    beside = [sweep, router.listen] if "router" in names else [sweep]
+    base.run([CONSUMERS[name] for name in names], name="worker:" + "+".join(names), beside=beside)
 
 
 if __name__ == "__main__":

@@ -1,45 +1,294 @@
-"""Assigning conversations to agents: round robin over the tenant's online agents (docs/architecture.md, step 6)."""
+"""Assigning conversations to agents, and the queue they wait in (docs/architecture.md, "Routing and the queue").
+
+A conversation joins its team's queue (`queued_at`, the visitor's first message, so the order is arrival order)
+when the router first sees it, and whenever routing takes it back from an agent (not opened in time, the agent
+went away). `do_drain_queue()` then gives the queue's conversations, oldest first, to the ONLINE agents of the
+conversation's team (every agent when it has none), by the tenant's strategy: round robin (assigned least
+recently) or least busy (fewest open conversations). No agent gets more open conversations than `max_chats`
+(0: no limit); a conversation no agent can take waits, and so does every later one of its team.
+
+One drain at a time per tenant: a transaction-scoped advisory lock, so two routers never count an agent's load
+twice and the queue drains in order. Conversations are taken FOR UPDATE SKIP LOCKED: one an agent is taking by
+hand at that moment (desk/actions/conversations.py locks the same row) is left to the agent, so the two never both
+assign it.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from desk.models import Conversation, User
+from desk import signals, tenant_settings
+from desk.models import Conversation, ConversationEvent, Message, TeamMember, Tenant, User
+
+# A drain assigns at most this many conversations; the next one takes the rest.
+DRAIN_BATCH = 500
 
 
-def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> User | None:
-    """Give an open, unassigned conversation to the online agent who was assigned least recently. Commits.
+@dataclass(frozen=True)
+class Assigned:
+    """A conversation routing gave to an agent, and the `assigned` event it recorded."""
 
-    Returns the assignee, or None when the conversation needs no routing or no agent is online. The
-    conversation row is locked, so two routers racing on it assign it once; agents are taken with SKIP
-    LOCKED, so two routers racing on different conversations take different agents.
+    conversation_id: uuid.UUID
+    visitor_id: uuid.UUID
+    agent_id: uuid.UUID
+    event_id: int
+    team_id: uuid.UUID | None
+
+    def signal(self) -> dict[str, Any]:
+        """What the consoles hear: the same shape as an agent's action (desk/actions/conversations.py)."""
+        return signals.conversation_changed(
+            self.conversation_id,
+            "assigned",
+            event_id=self.event_id,
+            status="open",
+            assignee_id=str(self.agent_id),
+            team_id=str(self.team_id) if self.team_id else None,
+            by="routing",
+        )
+
+
+def routing_settings(session: Session) -> dict[str, Any]:
+    """The tenant's routing section, defaults filled in (the session's tenant: its scoping shows no other)."""
+    stored = session.scalar(select(Tenant.settings))
+    return tenant_settings.effective(stored)["routing"]
+
+
+def _lock_tenant_routing(session: Session, tenant_id: uuid.UUID) -> None:
+    # Until the transaction ends: every drain of this tenant waits for the one running.
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"deskbell.route.{tenant_id}", 0))))
+
+
+def _open_load(session: Session, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = session.execute(
+        select(Conversation.assignee_id, func.count())
+        .where(Conversation.status == "open", Conversation.assignee_id.in_(agent_ids))
+        .group_by(Conversation.assignee_id)
+    ).all()
+    return defaultdict(int, {agent: count for agent, count in rows})
+
+
+def do_drain_queue(session: Session, tenant_id: uuid.UUID) -> list[Assigned]:
+    """Assign the tenant's queued conversations, oldest first, to online agents with room. Commits.
+
+    Returns what was assigned, for the caller to publish (after the commit). With auto-assign off, nothing is.
     """
-    # populate_existing: decide on the locked row, not on a copy this session may have loaded before.
-    conversation = session.scalar(
-        select(Conversation)
-        .where(Conversation.id == conversation_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if conversation is None or conversation.status != "open" or conversation.assignee_id is not None:
+    if not routing_settings(session)["auto_assign"]:
         session.rollback()
-        return None
-    agent = session.scalar(
-        select(User)
-        .where(User.is_active, User.presence == "online")
-        .order_by(User.last_assigned_at.asc().nulls_first(), User.created_at)
-        .limit(1)
+        return []
+    strategy = routing_settings(session)["strategy"]
+    _lock_tenant_routing(session, tenant_id)
+    waiting = session.scalars(
+        select(Conversation)
+        .where(Conversation.status == "open", Conversation.assignee_id.is_(None), Conversation.queued_at.is_not(None))
+        .order_by(Conversation.queued_at, Conversation.created_at, Conversation.id)
+        .limit(DRAIN_BATCH)
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)
-    )
-    if agent is None:
-        session.rollback()
-        return None
-    conversation.assignee_id = agent.id
-    agent.last_assigned_at = datetime.now(UTC)
+    ).all()
+    if not waiting:
+        session.commit()
+        return []
+    agents = session.scalars(
+        select(User)
+        .where(User.is_active, User.presence == "online")
+        .order_by(User.created_at, User.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    load = _open_load(session, [a.id for a in agents])
+    members: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for team_id, user_id in session.execute(select(TeamMember.team_id, TeamMember.user_id)).all():
+        members[team_id].add(user_id)
+
+    def rank(agent: User, conversation: Conversation) -> tuple[Any, ...]:
+        # The agent who let this one go unopened is asked last; then the strategy; then the oldest account.
+        passed_over = agent.id == conversation.passed_over_id
+        recent = agent.last_assigned_at or datetime.min.replace(tzinfo=UTC)
+        if strategy == "least_busy":
+            return (passed_over, load[agent.id], recent, agent.created_at)
+        return (passed_over, recent, agent.created_at)
+
+    now = datetime.now(UTC)
+    assigned: list[tuple[Conversation, User, ConversationEvent]] = []
+    for conversation in waiting:
+        pool = [
+            a
+            for a in agents
+            if (conversation.team_id is None or a.id in members[conversation.team_id])
+            and (a.max_chats <= 0 or load[a.id] < a.max_chats)
+        ]
+        if not pool:
+            continue  # this team's queue waits for room; the others may still move
+        agent = min(pool, key=lambda a: rank(a, conversation))
+        conversation.assignee_id = agent.id
+        conversation.assigned_at = now
+        conversation.opened_at = None
+        conversation.queued_at = None
+        agent.last_assigned_at = now
+        load[agent.id] += 1
+        event = ConversationEvent(
+            conversation_id=conversation.id,
+            kind="assigned",
+            body="",
+            detail={"assignee_id": str(agent.id), "assignee_name": agent.name, "by": "routing", "strategy": strategy},
+            created_at=now,
+        )
+        session.add(event)
+        assigned.append((conversation, agent, event))
+    session.flush()
+    result = [Assigned(c.id, c.visitor_id, a.id, e.id, c.team_id) for c, a, e in assigned]
     session.commit()
-    return agent
+    return result
+
+
+def do_enqueue(session: Session, conversation_id: uuid.UUID) -> bool:
+    """Put an open, unassigned conversation in its team's queue, in the place its first message gives it. Does
+    not commit. False when it needs no routing (gone, not open, already assigned)."""
+    queued = session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id,
+            Conversation.status == "open",
+            Conversation.assignee_id.is_(None),
+        )
+        .values(queued_at=func.coalesce(Conversation.queued_at, Conversation.created_at))
+        .returning(Conversation.id)
+    ).first()
+    return queued is not None
+
+
+def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> tuple[User | None, list[Assigned]]:
+    """A new conversation (the router's job): queue it, then drain the tenant's queue. Commits.
+
+    Returns the agent it went to (None: it waits, or needed no routing) and everything the drain assigned. Repeated
+    jobs are harmless: an assigned or resolved conversation is left alone.
+    """
+    tenant_id = session.scalar(select(Conversation.tenant_id).where(Conversation.id == conversation_id))
+    if tenant_id is None or not do_enqueue(session, conversation_id):
+        session.rollback()
+        return None, []
+    session.commit()
+    assigned = do_drain_queue(session, tenant_id)
+    mine = next((a for a in assigned if a.conversation_id == conversation_id), None)
+    return (session.get(User, mine.agent_id) if mine else None), assigned
+
+
+def unanswered_since_assigned() -> Any:
+    """SQL: no agent has written in the conversation since routing assigned it."""
+    return ~exists().where(
+        Message.conversation_id == Conversation.id,
+        Message.sender == "agent",
+        Message.created_at >= Conversation.assigned_at,
+    )
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """A conversation routing took back from its agent, and the `unassigned` event it recorded."""
+
+    conversation_id: uuid.UUID
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    event_id: int
+    team_id: uuid.UUID | None
+
+    def signal(self) -> dict[str, Any]:
+        return signals.conversation_changed(
+            self.conversation_id,
+            "unassigned",
+            event_id=self.event_id,
+            status="open",
+            assignee_id=None,
+            team_id=str(self.team_id) if self.team_id else None,
+            by="routing",
+        )
+
+
+def take_back(session: Session, where: Any, reason: str) -> list[Requeued]:
+    """Unassign the routed, unanswered open conversations `where` selects, back to the head of their queue (their
+    first message's place), recording why; the agent is asked last for them next time. Does not commit.
+
+    Rows another transaction holds are skipped (SKIP LOCKED): an agent acting on one right now keeps it.
+    """
+    chosen = (
+        select(Conversation.id)
+        .where(
+            Conversation.status == "open",
+            Conversation.assignee_id.is_not(None),
+            Conversation.assigned_at.is_not(None),
+            unanswered_since_assigned(),
+            where,
+        )
+        .limit(DRAIN_BATCH)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        update(Conversation)
+        .where(Conversation.id.in_(chosen))
+        .values(
+            passed_over_id=Conversation.assignee_id,
+            assignee_id=None,
+            assigned_at=None,
+            opened_at=None,
+            queued_at=Conversation.created_at,
+        )
+        .returning(Conversation.id, Conversation.tenant_id, Conversation.passed_over_id, Conversation.team_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not rows:
+        return []
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_({r.passed_over_id for r in rows}))).all())
+    now = datetime.now(UTC)
+    requeued = []
+    for row in rows:
+        event = ConversationEvent(
+            tenant_id=row.tenant_id,
+            conversation_id=row.id,
+            kind="unassigned",
+            body="",
+            detail={
+                "previous_id": str(row.passed_over_id),
+                "previous_name": names.get(row.passed_over_id, "the agent"),
+                "by": "routing",
+                "reason": reason,
+            },
+            created_at=now,
+        )
+        session.add(event)
+        session.flush()
+        requeued.append(Requeued(row.id, row.tenant_id, row.passed_over_id, event.id, row.team_id))
+    return requeued
+
+
+def do_requeue_absent_agent(session: Session, user_id: uuid.UUID) -> list[Requeued]:
+    """The agent went away or offline: their routed chats nobody has answered yet go back to the queue. Commits.
+
+    Checks the agent's presence now, not as the event said: one who came back meanwhile keeps their chats."""
+    gone = select(User.id).where(User.id == user_id, User.presence != "online").scalar_subquery()
+    requeued = take_back(session, Conversation.assignee_id == gone, "agent away")
+    session.commit()
+    return requeued
+
+
+def do_mark_opened(session: Session, conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """The assignee opened the conversation: routing will not take it back for being unopened. Commits. True the
+    first time. Anyone else opening it changes nothing."""
+    opened = session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id,
+            Conversation.assignee_id == user_id,
+            Conversation.opened_at.is_(None),
+        )
+        .values(opened_at=func.now())
+        .returning(Conversation.id)
+    ).first()
+    session.commit()
+    return opened is not None
