@@ -40,6 +40,7 @@ def _load_user(user_id: str) -> Any:
     if found is None or not found.User.is_active:
         return None
     g.tenant = found.Tenant
+    g.presence = found.User.presence  # as of the request's start, for the console's presence picker
     return SessionUser(found.User)
 
 

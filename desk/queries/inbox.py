@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy.orm import load_only
 
 from desk.models import CONVERSATION_STATUSES, Conversation, Message, User, Visitor
 
@@ -100,6 +101,20 @@ def conversation_list(
         .where(Conversation.status == where.status, *_in_view(where.view, me))
         .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
         .limit(limit + 1)
+        # Only what a row shows: the visitors' attributes and trails are big JSON a list never needs.
+        .options(
+            load_only(
+                Conversation.status,
+                Conversation.unread_count,
+                Conversation.last_message_preview,
+                Conversation.waiting_since,
+                Conversation.last_activity_at,
+                Conversation.assignee_id,
+                raiseload=True,
+            ),
+            load_only(Visitor.name, Visitor.email, raiseload=True),
+            load_only(User.name, raiseload=True),
+        )
     )
     if where.before is not None:
         at, id_ = where.before.at, where.before.id

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, current_app
+from flask import Blueprint, abort, current_app, g
 from flask_login import current_user, login_required
 
 from desk.bus import BusUnavailable, SyncBus
@@ -32,7 +32,7 @@ def _require_login() -> None:
 
 @bp.context_processor
 def _presence() -> dict[str, str]:
-    return {"current_presence": current_user.presence}
+    return {"current_presence": g.get("presence", "offline")}  # read with the user (web/__init__.py)
 
 
 def bus() -> SyncBus:
