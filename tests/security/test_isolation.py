@@ -41,7 +41,7 @@ from tests.test_attachments import tiny_png
 MARK = "bea-secret-" + secrets.token_hex(4)
 # A word in the same texts, to search for: a page may repeat the search, never what it found.
 WORD = "quokka" + secrets.token_hex(3)
-REFUSED = {403, 404}
+REFUSED = {401, 403, 404}  # 401: the signed API refuses a caller without a signature (web/api/auth.py)
 UNREADABLE = 400  # the route refused the form before looking anything up: also changes nothing
 # Columns the product's own background work changes on its own (the presence sweeper turns silent agents away).
 VOLATILE = {"users": {"presence", "presence_seen_at"}}

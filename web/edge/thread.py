@@ -137,10 +137,9 @@ class VisitorLink:
     async def _on_event(self, msg: Msg) -> None:
         event = json.loads(msg.data)
         kind = event.get("kind")
-        if kind in (signals.TYPING, signals.READ):
+        if kind in signals.VISITOR_SIGNALS:  # typing, read, queue
             if self.on_signal is not None:
-                frame = protocol.typing(event.get("author")) if kind == signals.TYPING else protocol.read(event["seq"])
-                self.on_signal(frame)
+                self.on_signal(protocol.signal_frame(event))
             return
         if kind != "message":
             return
