@@ -198,3 +198,16 @@ def error(code: str, message: str, client_id: str | None = None) -> dict[str, An
 
 PING = {"type": "ping"}
 PONG = {"type": "pong"}
+
+
+# Abuse limits (docs/protocol.md, "Limits"): the error frame a connection gets before it is closed for going over
+# one. `limit` names the setting (desk/settings.py, Limits); `retry_after` says how many seconds to wait.
+RATE_LIMITED = "rate_limited"
+
+
+def rate_limited(limit: str, message: str, retry_after: int | None = None) -> dict[str, Any]:
+    frame = error(RATE_LIMITED, message)
+    frame["limit"] = limit
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return frame

@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from desk import logs, settings
 from web import create_app, security
 from web.edge import polling
+from web.edge.abuse import EdgeLimits
 from web.edge.console import console_stream
 from web.edge.hub import Hub
 from web.edge.visitor import visitor_endpoint
@@ -80,6 +81,7 @@ def build() -> Starlette:
     )
     app.state.config = config
     app.state.hub = hub
+    app.state.abuse = EdgeLimits(config.limits)  # per process (docs/operations.md, "Abuse limits")
     app.state.flask = flask_app
     return app
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
+from web.edge.abuse import EdgeLimits
 from web.edge.hub import Hub
 from web.edge.thread import Refusal, VisitorLink, authorize
 
@@ -37,6 +38,13 @@ def _reply(request: Request, payload: dict[str, Any], status: int = 200) -> Resp
 async def _link(request: Request) -> VisitorLink | Response:
     config: Settings = request.app.state.config
     hub: Hub = request.app.state.hub
+    abuse: EdgeLimits = request.app.state.abuse
+    # Each request counts as a new connection of its address (web/edge/abuse.py), before any query.
+    limited = abuse.connect(request.client.host if request.client else None)
+    if limited is not None:
+        response = _reply(request, limited.body(), 429)
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
     claims = await authorize(config, request.query_params.get("token", ""), request.headers.get("origin"))
     if isinstance(claims, Refusal):
         return _reply(request, {"error": "refused", "code": claims.close_code, "message": claims.reason}, claims.status)

@@ -20,11 +20,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from desk import metrics, protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
+from web.edge.abuse import EdgeLimits, Limited
 from web.edge.hub import Hub
 from web.edge.thread import REPLAY_PAGE, Refusal, VisitorLink, authorize, follows_on
 
 CLOSE_SILENT = 4408
 CLOSE_TOO_MANY_PENDING = 4429
+CLOSE_POLICY = 1008  # RFC 6455: the client broke a policy (here: sent frames too fast)
 CLOSE_INTERNAL = 1011  # RFC 6455: the server hit an unexpected condition
 CLOSE_TRY_AGAIN = 1013  # RFC 6455: try again later
 CLOSE_RESTARTING = 1012  # RFC 6455: service restart; the client reconnects (to another edge) at once
@@ -41,8 +43,9 @@ class Signal(NamedTuple):
 
 
 class VisitorSocket:
-    def __init__(self, ws: WebSocket, link: VisitorLink, config: Settings) -> None:
-        self.ws, self.link, self.limits = ws, link, config.limits
+    def __init__(self, ws: WebSocket, link: VisitorLink, config: Settings, abuse: EdgeLimits) -> None:
+        self.ws, self.link, self.limits, self.abuse = ws, link, config.limits, abuse
+        self.frame_budget = abuse.frames()
         link.on_message = self._on_stored
         link.on_signal = self._on_signal
         self.delivered: int | None = None  # highest seq sent on this socket; None until `hello`
@@ -127,13 +130,22 @@ class VisitorSocket:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            if text is None:
-                await self.send(protocol.error("invalid_frame", "frames must be JSON text"))
-                continue
+            frame: protocol.ClientFrame | None = None
+            refused: dict[str, Any] = {}
             try:
+                if text is None:
+                    raise protocol.FrameError("invalid_frame", "frames must be JSON text")
                 frame = protocol.parse_client_frame(text, self.limits)
             except protocol.FrameError as exc:
-                await self.send(exc.frame())
+                refused = exc.frame()
+            # Every frame spends the socket's budget but a message taken into the outbox: those are bounded by
+            # pending_messages and stored one at a time, and a widget re-sends its whole outbox at once.
+            queued = isinstance(frame, protocol.Send) and self.delivered is not None and not self.leaving.is_set()
+            if not queued and self.frame_budget is not None and (wait := self.frame_budget.take()):
+                await refuse(self.ws, self.abuse.too_many_frames(wait), CLOSE_POLICY, self.send_lock)
+                return
+            if frame is None:
+                await self.send(refused)
                 continue
             if isinstance(frame, protocol.Ping):
                 await self.send(protocol.PONG)
@@ -149,7 +161,8 @@ class VisitorSocket:
                     await self.send(protocol.error("hello_required", "send hello before messages"))
                 elif self.outbox.full():
                     # Closing (not refusing this one) keeps order: the client re-sends its outbox in order.
-                    await self.ws.close(CLOSE_TOO_MANY_PENDING, "too many unacknowledged messages")
+                    over = Limited("pending_messages", "too many unacknowledged messages; reconnect", 1)
+                    await refuse(self.ws, over, CLOSE_TOO_MANY_PENDING, self.send_lock)
                     return
                 else:
                     self.outbox.put_nowait(frame)
@@ -193,18 +206,36 @@ class VisitorSocket:
             await self.link.close()
 
 
+async def refuse(ws: WebSocket, limited: Limited, code: int, lock: asyncio.Lock | None = None) -> None:
+    """Tell the client which limit it went over (an error frame), then close with `code`."""
+    with contextlib.suppress(*GONE):
+        async with lock or asyncio.Lock():
+            await ws.send_text(json.dumps(limited.frame(), separators=(",", ":")))
+        await ws.close(code, limited.message[:120])  # a close reason is at most 123 bytes
+
+
 async def visitor_endpoint(ws: WebSocket) -> None:
     config: Settings = ws.app.state.config
     hub: Hub = ws.app.state.hub
+    abuse: EdgeLimits = ws.app.state.abuse
     await ws.accept()
     if hub.draining.is_set():
         await ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
         return
-    claims = await authorize(config, ws.query_params.get("token", ""), ws.headers.get("origin"))
-    if isinstance(claims, Refusal):
-        await ws.close(claims.close_code, claims.reason)
+    # Before anything that costs a query: the address's limits (web/edge/abuse.py).
+    address = ws.client.host if ws.client else None
+    limited = abuse.connect(address) or abuse.open_socket(address)
+    if limited is not None:
+        await refuse(ws, limited, CLOSE_TRY_AGAIN)
         return
     try:
-        await VisitorSocket(ws, VisitorLink(hub, claims, config), config).run(hub)
-    except BusUnavailable:
-        await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect shortly")
+        claims = await authorize(config, ws.query_params.get("token", ""), ws.headers.get("origin"))
+        if isinstance(claims, Refusal):
+            await ws.close(claims.close_code, claims.reason)
+            return
+        try:
+            await VisitorSocket(ws, VisitorLink(hub, claims, config), config, abuse).run(hub)
+        except BusUnavailable:
+            await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect shortly")
+    finally:
+        abuse.close_socket(address)

@@ -17,6 +17,7 @@ from desk.db import system_session, tenant_session
 from desk.models import Site, Tenant
 from desk.queries.agents import online_agent
 from desk.settings import Settings
+from web.edge import abuse
 
 bp = Blueprint("widget_api", __name__)
 
@@ -41,6 +42,14 @@ def _cors(response: Response) -> Response:
         response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
         response.headers["Vary"] = "Origin"
     return response
+
+
+def _session_limiter(config: Settings) -> abuse.Buckets | None:
+    """This app's count of new sessions per address, in memory (web/edge/abuse.py)."""
+    key = "deskbell.session_limiter"
+    if key not in current_app.extensions:
+        current_app.extensions.setdefault(key, abuse.session_limiter(config.limits))
+    return current_app.extensions[key]
 
 
 @bp.route("/api/v1/widget/session", methods=["OPTIONS"])
@@ -83,6 +92,12 @@ def create_session() -> ResponseReturnValue:
         claims = tokens.verify(config.secret_key, data["visitor_token"], max_age)
         if claims is not None and claims.site_id != site.id:
             claims = None  # a token is bound to the site it was issued for
+    if claims is None:  # a new visitor: counted per address (a resumed one is not, so reconnecting is free)
+        limited = abuse.session_refusal(_session_limiter(config), request.remote_addr)
+        if limited is not None:
+            response = _error(429, limited.body()["error"], limited.message)
+            response.headers["Retry-After"] = str(limited.retry_after)
+            return response
     proved = identity if identity and visitor_context.identity_proved(site.identity_secret, identity) else None
     page = visitor_context.parse_page(data.get("page"))
     found = visitor_context.context(page, client, request.headers.get("User-Agent", ""), request.remote_addr)

@@ -1,0 +1,182 @@
+"""Abuse limits for visitors' connections (docs/operations.md, "Abuse limits"): token buckets in this process.
+
+Per client address (as web/security.py resolved it behind trusted proxies; an IPv6 address by its /64, as for
+logins): new connections per minute (sockets and long-polls), sockets open at once, and new visitor sessions per
+hour (web/widget_api). Per socket: frames per second with a small burst. A limit set to 0 is off.
+
+The counts live in memory, so each `web` process keeps its own: behind a load balancer with N of them an address
+may get up to N times each limit. That is the price of a check that costs no round trip on every frame.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from desk import protocol
+from desk.settings import Limits
+
+# A table of buckets prunes its full (forgotten) buckets when it grows past this many keys, at most once a second.
+PRUNE_ABOVE = 10_000
+
+
+def ip_key(address: str | None) -> str:
+    """An IPv4 address as it is; an IPv6 one by its /64, which one machine usually has all of (as for logins)."""
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+@dataclass(frozen=True)
+class Limited:
+    """A connection over one of its limits: which one (a Limits field), what to tell the client, when to retry."""
+
+    limit: str
+    message: str
+    retry_after: int
+
+    def frame(self) -> dict[str, Any]:
+        return protocol.rate_limited(self.limit, self.message, self.retry_after)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of an HTTP 429."""
+        return {"error": protocol.RATE_LIMITED, "limit": self.limit, "message": self.message}
+
+
+class TokenBucket:
+    """`burst` tokens, refilled at `per_second`; each event takes one. Not thread-safe (one socket's own)."""
+
+    __slots__ = ("burst", "per_second", "tokens", "at", "clock")
+
+    def __init__(self, burst: float, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.per_second, self.clock = burst, per_second, clock
+        self.tokens, self.at = float(burst), clock()
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+
+    def take(self) -> float:
+        """0 when a token was taken; otherwise the seconds until one will be there (nothing is taken)."""
+        self._refill(self.clock())
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
+
+
+class Buckets:
+    """Token buckets by key, shared by threads (Flask's) or tasks; a bucket that has refilled is forgotten."""
+
+    def __init__(self, burst: int, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.per_second, self.clock = burst, per_second, clock
+        self.buckets: dict[str, TokenBucket] = {}
+        self.lock = threading.Lock()
+        self.pruned_at = clock()
+
+    def take(self, key: str) -> float:
+        with self.lock:
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = self.buckets[key] = TokenBucket(self.burst, self.per_second, self.clock)
+            wait = bucket.take()
+            if len(self.buckets) > PRUNE_ABOVE:
+                self._prune()
+            return wait
+
+    def _prune(self) -> None:
+        now = self.clock()
+        if now - self.pruned_at < 1:
+            return
+        self.pruned_at = now
+        full = [k for k, b in self.buckets.items() if b.tokens + (now - b.at) * b.per_second >= b.burst]
+        for key in full:
+            del self.buckets[key]
+
+
+def _seconds(wait: float) -> int:
+    return max(1, math.ceil(wait))
+
+
+def session_limiter(limits: Limits) -> Buckets | None:
+    """New visitor sessions per address per hour (web/widget_api), or None when that limit is off."""
+    per_hour = limits.sessions_per_ip_per_hour
+    return Buckets(per_hour, per_hour / 3600) if per_hour > 0 else None
+
+
+def session_refusal(buckets: Buckets | None, address: str | None) -> Limited | None:
+    if buckets is None:
+        return None
+    wait = buckets.take(ip_key(address))
+    if not wait:
+        return None
+    return Limited(
+        "sessions_per_ip_per_hour",
+        "too many new chat sessions from your network; try again later",
+        _seconds(wait),
+    )
+
+
+class EdgeLimits:
+    """The edge's per-address limits, shared by every visitor connection of this process (one event loop)."""
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        per_minute = limits.connections_per_ip_per_minute
+        self.connections = Buckets(per_minute, per_minute / 60, clock) if per_minute > 0 else None
+        self.open: dict[str, int] = {}
+        self.clock = clock
+
+    def connect(self, address: str | None) -> Limited | None:
+        """A new connection (a socket or a long-poll request) from `address`: None when it may go on."""
+        if self.connections is None:
+            return None
+        wait = self.connections.take(ip_key(address))
+        if not wait:
+            return None
+        return Limited(
+            "connections_per_ip_per_minute",
+            "too many new connections from your network; reconnect later",
+            _seconds(wait),
+        )
+
+    def open_socket(self, address: str | None) -> Limited | None:
+        """Count a socket as open (the caller calls `close_socket` when it ends), or say why it may not open."""
+        key = ip_key(address)
+        cap = self.limits.sockets_per_ip
+        if cap > 0 and self.open.get(key, 0) >= cap:
+            return Limited("sockets_per_ip", f"at most {cap} chat connections from one network at once", 5)
+        self.open[key] = self.open.get(key, 0) + 1
+        return None
+
+    def close_socket(self, address: str | None) -> None:
+        key = ip_key(address)
+        left = self.open.get(key, 0) - 1
+        if left > 0:
+            self.open[key] = left
+        else:
+            self.open.pop(key, None)
+
+    def frames(self) -> TokenBucket | None:
+        """A new socket's own frame budget, or None when that limit is off."""
+        if self.limits.frames_per_second <= 0:
+            return None
+        return TokenBucket(max(1, self.limits.frame_burst), self.limits.frames_per_second, self.clock)
+
+    def too_many_frames(self, wait: float) -> Limited:
+        return Limited(
+            "frames_per_second",
+            f"more than {self.limits.frames_per_second} frames a second; reconnect and slow down",
+            _seconds(wait),
+        )
