@@ -1,5 +1,6 @@
 """People: the list with role, status, teams and capacity; invitations by link (shown once); role changes and
-ownership transfer; deactivation (docs/admin.md, "Agents and roles")."""
+ownership transfer; deactivation; signing someone out everywhere and resetting their two-factor (docs/admin.md,
+"Agents and roles", "Account security")."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from desk.accounts import revoke_sessions
 from desk.actions import agents as act
-from desk.actions.admin import ROLE_NAMES, ActionError
+from desk.actions.admin import ROLE_NAMES, ActionError, Forbidden, NotFound, record
 from desk.models import Invite, Team, TeamMember, Tenant, User
 from desk.settings import Settings
 from web.admin import admin_session, bp, done, page, parse_id
@@ -120,12 +122,71 @@ def set_role(user_id: str) -> ResponseReturnValue:
     return _change(lambda s, a: act.do_set_role(s, a, client(), parse_id(user_id), role), "Role changed.")
 
 
+def _deactivate(session: Session, actor: User, user_id: Any) -> None:
+    act.do_set_active(session, actor, client(), user_id, False)
+    # Also ended for good: reactivating them later must not bring the old sessions back.
+    revoke_sessions(session, user_id)
+    session.commit()
+
+
 @bp.post("/agents/<user_id>/deactivate")
 @requires("admin", "owner")
 def deactivate(user_id: str) -> ResponseReturnValue:
     return _change(
-        lambda s, a: act.do_set_active(s, a, client(), parse_id(user_id), False),
+        lambda s, a: _deactivate(s, a, parse_id(user_id)),
         "Deactivated: their sessions have ended and they cannot log in.",
+    )
+
+
+def _target(session: Session, actor: User, user_id: Any) -> User:
+    """Someone the actor may manage: in the tenant (the tenant session sees no one else), not an owner unless the
+    actor is one."""
+    target = session.get(User, user_id, with_for_update=True)
+    if target is None:
+        raise NotFound("No such agent.")
+    if target.role == "owner" and actor.role != "owner":
+        raise Forbidden("Only an owner can change an owner.")
+    return target
+
+
+def do_sign_out_everywhere(session: Session, actor: User, user_id: Any) -> None:
+    """Every session of the user ends at its next request, their console's live stream at its next reconnect."""
+    target = _target(session, actor, user_id)
+    epoch = revoke_sessions(session, target.id)
+    record(session, actor, client(), "agent.sign_out", user_id=target.id, email=target.email, epoch=epoch)
+    session.commit()
+
+
+def do_reset_two_factor(session: Session, actor: User, user_id: Any) -> None:
+    """For someone who lost their phone and recovery codes: two-factor off, sessions ended; they set it up again
+    (at their next login, if the tenant requires it)."""
+    target = _target(session, actor, user_id)
+    if target.id == actor.id:
+        raise Forbidden("Turn your own two-factor off from your account page.")
+    target.totp_secret_encrypted = None
+    target.totp_enabled_at = None
+    target.totp_last_step = None
+    target.recovery_codes = []
+    revoke_sessions(session, target.id)
+    record(session, actor, client(), "agent.two_factor_reset", user_id=target.id, email=target.email)
+    session.commit()
+
+
+@bp.post("/agents/<user_id>/sign-out")
+@requires("admin", "owner")
+def sign_out_everywhere(user_id: str) -> ResponseReturnValue:
+    return _change(
+        lambda s, a: do_sign_out_everywhere(s, a, parse_id(user_id)),
+        "Signed out everywhere: each of their open sessions ends at its next request.",
+    )
+
+
+@bp.post("/agents/<user_id>/two-factor/reset")
+@requires("admin", "owner")
+def reset_two_factor(user_id: str) -> ResponseReturnValue:
+    return _change(
+        lambda s, a: do_reset_two_factor(s, a, parse_id(user_id)),
+        "Two-factor reset: they log in with their password and set it up again.",
     )
 
 

@@ -1,5 +1,6 @@
-"""Routing and security settings (desk/tenant_settings.py), and the tenant itself: its deletion, by an owner,
-in SaaS mode only (docs/admin.md, "Routing and security", "Deleting the tenant")."""
+"""Routing and security settings (desk/tenant_settings.py), the two-factor requirement (its own section of the
+tenant's settings, read by web/auth), and the tenant itself: its deletion, by an owner, in SaaS mode only
+(docs/admin.md, "Routing and security", "Two-factor", "Deleting the tenant")."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from flask_login import logout_user
 
 from desk import tenant_settings
 from desk.actions import admin as act
-from desk.actions.admin import ActionError
+from desk.actions.admin import ActionError, record
 from desk.actions.platform import do_delete_tenant
 from desk.db import system_session
 from desk.models import Tenant, User
 from web.admin import admin_session, bp, done, page
 from web.admin.roles import client, requires, saas
+from web.auth import two_factor_required
 
 
 def _page(
@@ -36,6 +38,7 @@ def _page(
         form=form,
         your_address=request.remote_addr,
         tenant=tenant,
+        two_factor_required=two_factor_required(tenant),
     )
 
 
@@ -59,6 +62,22 @@ def save_settings(section: str) -> ResponseReturnValue:
             tenant = session.get(Tenant, actor.tenant_id)
             assert tenant is not None
             return _page(tenant, exc.status, exc.message, section, request.form.to_dict())
+    return done("Settings saved.", "admin.settings")
+
+
+@bp.post("/settings/two-factor")
+@requires("admin", "owner")
+def save_two_factor() -> ResponseReturnValue:
+    """Require two-factor of everyone in the tenant: whoever has none sets it up at their next login."""
+    required = request.form.get("required") not in (None, "", "0", "false", "off")
+    with admin_session() as (session, actor):
+        tenant = session.get(Tenant, actor.tenant_id, with_for_update=True)
+        assert tenant is not None
+        before = two_factor_required(tenant)
+        tenant.settings = {**(tenant.settings or {}), "two_factor": {"required": required}}
+        change = {"before": {"required": before}, "after": {"required": required}}
+        record(session, actor, client(), "settings.two_factor", **change)
+        session.commit()
     return done("Settings saved.", "admin.settings")
 
 
