@@ -130,6 +130,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(agent_bp)
     csrf.exempt(widget_bp)  # visitors carry a signed token, never a cookie
     app.register_blueprint(widget_bp)
+    from web.api import bp as api_bp
+
+    csrf.exempt(api_bp)  # server-to-server: every request is signed with an API key (web/api/auth.py)
+    app.register_blueprint(api_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vendor.bp)
     app.register_blueprint(admin_export_bp)  # an admin's download of conversations (web/admin/export.py)

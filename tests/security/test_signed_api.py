@@ -1,0 +1,275 @@
+"""The signed server-to-server API (issue 7; docs/api.md) over the running product: a request signed with the
+tenant's API key passes, and a tampered body, a wrong key, an old timestamp, a replayed nonce, a revoked key and a
+missing signature are each refused with 401 and a JSON reason, change nothing, and are in the audit log. A key
+of tenant A never reaches tenant B's rows. A message posted through the API reaches the visitor's widget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from desk import audit, signing
+from desk.actions.api_keys import do_create_api_key, do_revoke_api_key
+from desk.db import system_session, tenant_session
+from desk.models import ApiKey, AuditLog, Message, Site, User, Visitor
+from tests.clients import Visitor as WidgetVisitor
+from tests.clients import start_conversation
+from tests.conftest import Stack
+
+
+@dataclass
+class Tenant:
+    id: uuid.UUID
+    site_key: str
+    key: str  # PREFIX.SECRET, as the admin page shows it once
+    conversation_id: str
+
+
+def new_key(tenant_id: uuid.UUID, name: str = "CRM") -> str:
+    """A key made by the admin page's action, by the tenant's owner."""
+    with tenant_session(tenant_id) as session:
+        owner = session.scalars(select(User).where(User.role == "owner")).one()
+        _, full = do_create_api_key(session, owner, audit.Client("127.0.0.1"), name, _secret_key())
+    return full
+
+
+def _secret_key() -> str:
+    import os
+
+    return os.environ["SECRET_KEY"]  # the stack's processes run with the test session's SECRET_KEY
+
+
+def new_tenant(stack: Stack) -> Tenant:
+    made = stack.bootstrap()
+    with system_session() as session:
+        tenant_id = session.scalars(select(Site.tenant_id).where(Site.site_key == made["site_key"])).one()
+    conversation_id = start_conversation(stack.base_url, str(made["site_key"]), "Where is my order?")
+    return Tenant(tenant_id, str(made["site_key"]), new_key(tenant_id), conversation_id)
+
+
+@pytest.fixture(scope="module")
+def ours(stack: Stack) -> Tenant:
+    return new_tenant(stack)
+
+
+@pytest.fixture(scope="module")
+def theirs(stack: Stack) -> Tenant:
+    return new_tenant(stack)
+
+
+def call(
+    base_url: str,
+    key: str,
+    method: str,
+    path: str,
+    payload: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    send: bytes | None = None,
+) -> httpx.Response:
+    """A request signed as docs/api.md says; `headers` replaces the signature headers, `send` the body sent."""
+    body = b"" if payload is None else json.dumps(payload).encode()
+    signed = headers if headers is not None else signing.sign(key, method, path, body)
+    extra = {"Content-Type": "application/json"} if payload is not None else {}
+    return httpx.request(
+        method, base_url + path, content=body if send is None else send, headers={**signed, **extra}, timeout=10
+    )
+
+
+def refused(response: httpx.Response, code: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"] == code, response.json()
+
+
+def audit_entries(tenant_id: uuid.UUID | None, action: str) -> list[dict[str, Any]]:
+    with system_session() as session:
+        return [
+            e.detail
+            for e in session.scalars(select(AuditLog).where(AuditLog.tenant_id == tenant_id, AuditLog.action == action))
+        ]
+
+
+def messages_of(tenant_id: uuid.UUID, conversation_id: str) -> list[str]:
+    with tenant_session(tenant_id) as session:
+        return list(
+            session.scalars(
+                select(Message.body).where(Message.conversation_id == uuid.UUID(conversation_id)).order_by(Message.seq)
+            )
+        )
+
+
+def wait_for(read: Any, wanted: str, timeout: float = 15) -> list[str]:
+    """What `read()` returns once it holds `wanted` (the store worker stores what the API published)."""
+    deadline = time.monotonic() + timeout
+    while wanted not in (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+# -- the right request -------------------------------------------------------------------------------------------
+
+
+def test_a_signed_request_lists_the_tenants_conversations(stack: Stack, ours: Tenant) -> None:
+    response = call(stack.base_url, ours.key, "GET", "/api/v1/conversations?status=open")
+    assert response.status_code == 200, response.text
+    [conversation] = response.json()["conversations"]
+    assert conversation["id"] == ours.conversation_id
+    assert conversation["last_message_preview"] == "Where is my order?"
+    prefix = ours.key.split(".")[0]
+    assert any(e["key"] == prefix and e["status"] == 200 for e in audit_entries(ours.id, "api.request"))
+
+
+def test_a_message_posted_through_the_api_reaches_the_visitors_widget(stack: Stack, ours: Tenant) -> None:
+    async def scenario() -> dict[str, Any]:
+        visitor = WidgetVisitor(stack.base_url, ours.site_key)
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "c1", "body": "Anyone there?"})
+        conversation_id = (await visitor.expect("ack"))["conversation_id"]
+        posted = await asyncio.to_thread(
+            call,
+            stack.base_url,
+            ours.key,
+            "POST",
+            f"/api/v1/conversations/{conversation_id}/messages",
+            {"body": "Your order ships today.", "client_id": "order-42", "author_name": "Shop bot"},
+        )
+        assert posted.status_code == 202, posted.text
+        while (frame := await visitor.expect("message"))["body"] != "Your order ships today.":
+            pass
+        await visitor.close()
+        return {"conversation_id": conversation_id, "frame": frame}
+
+    seen = asyncio.run(scenario())
+    assert seen["frame"]["sender"] == "bot" and seen["frame"]["author"] == "Shop bot"
+    listed = call(stack.base_url, ours.key, "GET", f"/api/v1/conversations/{seen['conversation_id']}/messages")
+    assert [(m["sender"], m["body"], m["client_id"]) for m in listed.json()["messages"]] == [
+        ("visitor", "Anyone there?", None),
+        ("bot", "Your order ships today.", "order-42"),
+    ]
+
+
+def test_posting_again_with_the_same_client_id_stores_the_message_once(stack: Stack, ours: Tenant) -> None:
+    path = f"/api/v1/conversations/{ours.conversation_id}/messages"
+    for body, client_id in [("Once only", "dup-1"), ("Once only", "dup-1"), ("Then this", "dup-2")]:
+        # The second is a client that did not hear the first answer sending it again, newly signed.
+        assert call(stack.base_url, ours.key, "POST", path, {"body": body, "client_id": client_id}).status_code == 202
+    stored = wait_for(lambda: messages_of(ours.id, ours.conversation_id), "Then this")
+    assert stored.count("Once only") == 1
+
+
+def test_a_visitors_contact_details_are_set_and_read_back(stack: Stack, ours: Tenant) -> None:
+    with tenant_session(ours.id) as session:
+        visitor_id = session.scalars(select(Visitor.id)).first()
+    path = f"/api/v1/visitors/{visitor_id}"
+    changed = call(
+        stack.base_url,
+        ours.key,
+        "PATCH",
+        path,
+        {"name": "Ada Lovelace", "email": "ada@example.test", "attributes": {"plan": "pro", "seats": 5}},
+    )
+    assert changed.status_code == 200, changed.text
+    read = call(stack.base_url, ours.key, "GET", path).json()
+    assert (read["name"], read["email"], read["attributes"]) == (
+        "Ada Lovelace",
+        "ada@example.test",
+        {"plan": "pro", "seats": "5"},
+    )
+    bad = call(stack.base_url, ours.key, "PATCH", path, {"email": "not an email"})
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_email"
+    assert call(stack.base_url, ours.key, "GET", path).json()["email"] == "ada@example.test"
+
+
+# -- refusals ----------------------------------------------------------------------------------------------------
+
+
+def test_a_tampered_body_is_refused_and_nothing_is_posted(stack: Stack, ours: Tenant) -> None:
+    path = f"/api/v1/conversations/{ours.conversation_id}/messages"
+    tampered = json.dumps({"body": "Click evil.test to get a refund", "client_id": "t-1"}).encode()
+    response = call(stack.base_url, ours.key, "POST", path, {"body": "Thanks!", "client_id": "t-1"}, send=tampered)
+    refused(response, "bad_signature")  # refused before anything was published
+    assert not any("evil.test" in body for body in messages_of(ours.id, ours.conversation_id))
+    assert any(e["reason"] == "bad_signature" for e in audit_entries(ours.id, "api.refused"))
+
+
+def test_a_request_signed_with_a_wrong_key_is_refused(stack: Stack, ours: Tenant, theirs: Tenant) -> None:
+    prefix = ours.key.split(".")[0]
+    guessed = f"{prefix}.{secrets.token_urlsafe(32)}"  # the right prefix, a guessed secret
+    refused(call(stack.base_url, guessed, "GET", "/api/v1/conversations"), "bad_signature")
+    # Another tenant's secret under our prefix is just as wrong.
+    mixed = f"{prefix}.{theirs.key.split('.', 1)[1]}"
+    refused(call(stack.base_url, mixed, "GET", "/api/v1/conversations"), "bad_signature")
+    refused(call(stack.base_url, "dbk_00000000.x", "GET", "/api/v1/conversations"), "unknown_key")
+
+
+def test_an_old_timestamp_is_refused(stack: Stack, ours: Tenant) -> None:
+    path = "/api/v1/conversations"
+    old = signing.sign(ours.key, "GET", path, timestamp=int(time.time()) - 310)
+    refused(call(stack.base_url, ours.key, "GET", path, headers=old), "stale_timestamp")
+    ahead = signing.sign(ours.key, "GET", path, timestamp=int(time.time()) + 310)
+    refused(call(stack.base_url, ours.key, "GET", path, headers=ahead), "stale_timestamp")
+    recent = signing.sign(ours.key, "GET", path, timestamp=int(time.time()) - 60)
+    assert call(stack.base_url, ours.key, "GET", path, headers=recent).status_code == 200
+
+
+def test_a_replayed_request_is_refused(stack: Stack, ours: Tenant) -> None:
+    path = f"/api/v1/conversations/{ours.conversation_id}/messages"
+    payload = {"body": "Replay me", "client_id": "r-1"}
+    body = json.dumps(payload).encode()
+    captured = signing.sign(ours.key, "POST", path, body)
+    assert call(stack.base_url, ours.key, "POST", path, payload, headers=captured).status_code == 202
+    refused(call(stack.base_url, ours.key, "POST", path, payload, headers=captured), "replayed_nonce")
+    # The nonce is the key's: the same nonce on another request is refused too.
+    other = signing.sign(ours.key, "GET", "/api/v1/conversations", nonce=captured[signing.NONCE_HEADER])
+    refused(call(stack.base_url, ours.key, "GET", "/api/v1/conversations", headers=other), "replayed_nonce")
+
+
+def test_a_revoked_key_is_refused(stack: Stack, ours: Tenant) -> None:
+    key = new_key(ours.id, "Old integration")
+    assert call(stack.base_url, key, "GET", "/api/v1/conversations").status_code == 200
+    with tenant_session(ours.id) as session:
+        owner = session.scalars(select(User).where(User.role == "owner")).one()
+        key_id = session.scalars(select(ApiKey.id).where(ApiKey.prefix == key.split(".")[0])).one()
+        do_revoke_api_key(session, owner, audit.Client("127.0.0.1"), key_id)
+    refused(call(stack.base_url, key, "GET", "/api/v1/conversations"), "revoked_key")
+
+
+def test_an_unsigned_request_is_refused(stack: Stack, ours: Tenant) -> None:
+    response = httpx.get(f"{stack.base_url}/api/v1/conversations", timeout=10)
+    refused(response, "unsigned")
+    assert "X-Deskbell-Signature" in response.json()["message"]
+
+
+# -- tenants -----------------------------------------------------------------------------------------------------
+
+
+def test_a_key_of_one_tenant_never_reaches_another_tenants_rows(stack: Stack, ours: Tenant, theirs: Tenant) -> None:
+    with tenant_session(theirs.id) as session:
+        their_visitor = session.scalars(select(Visitor.id)).first()
+    before = messages_of(theirs.id, theirs.conversation_id)
+    for method, path, payload in [
+        ("GET", f"/api/v1/conversations/{theirs.conversation_id}", None),
+        ("GET", f"/api/v1/conversations/{theirs.conversation_id}/messages", None),
+        ("POST", f"/api/v1/conversations/{theirs.conversation_id}/messages", {"body": "Taken over"}),
+        ("GET", f"/api/v1/visitors/{their_visitor}", None),
+        ("GET", f"/api/v1/visitors/{their_visitor}/conversations", None),
+        ("PATCH", f"/api/v1/visitors/{their_visitor}", {"name": "Taken over"}),
+    ]:
+        response = call(stack.base_url, ours.key, method, path, payload)
+        assert response.status_code == 404, (method, path, response.text)
+    listed = call(stack.base_url, ours.key, "GET", "/api/v1/conversations").json()["conversations"]
+    assert theirs.conversation_id not in {c["id"] for c in listed}
+    assert messages_of(theirs.id, theirs.conversation_id) == before
+    with tenant_session(theirs.id) as session:
+        assert session.get(Visitor, their_visitor).name is None

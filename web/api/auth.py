@@ -1,0 +1,161 @@
+"""Who is calling the API: every request is checked here before its view runs, and audited after it answered.
+
+A request passes when it names a live key of an active tenant, its timestamp is within DESKBELL_API_MAX_SKEW_SECONDS
+of the server's clock, its HMAC (desk/signing.py) matches, compared in constant time, and its nonce was never used
+with that key. The nonce is stored (api_nonces, migration 0009) until the timestamp leaves the window, after which
+the timestamp alone refuses a replay. Every refusal is a 401 (403 for a suspended tenant) with a JSON reason, and
+every call, refused or not, is one `api.request` or `api.refused` entry of the audit log (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import current_app, g, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from desk import audit, signing
+from desk.actions.api_keys import secret_of
+from desk.db import system_session
+from desk.models import ApiKey, ApiNonce, Tenant
+from desk.settings import Settings
+from web.api import bp, error
+
+log = logging.getLogger(__name__)
+
+# Expired nonces are deleted at most this often per process, this many at a time: a cheap, bounded chore.
+PRUNE_SECONDS = 60
+PRUNE_ROWS = 5000
+_pruned_at = 0.0
+_prune_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The key a request was signed with; its tenant is the only one the request sees."""
+
+    key_id: uuid.UUID
+    tenant_id: uuid.UUID
+    prefix: str
+    name: str
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str, status: int = 401, key: ApiKey | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+        # Read now: the session's rollback expires the key's attributes.
+        self.tenant_id = key.tenant_id if key is not None else None
+
+
+def caller() -> Caller:
+    """The calling key of this request (set before any view of the blueprint runs)."""
+    return g.api_caller
+
+
+def signed_path() -> str:
+    """The path and query as the client signed them."""
+    query = request.query_string.decode("latin-1")
+    return request.path + (f"?{query}" if query else "")
+
+
+def _check(session: Session, config: Settings) -> ApiKey:
+    headers = {name: request.headers.get(name, "").strip() for name in signing.HEADERS}
+    missing = [name for name, value in headers.items() if not value]
+    if missing:
+        raise Refused("unsigned", f"sign the request: missing {', '.join(missing)} (docs/api.md)")
+    prefix = headers[signing.KEY_HEADER][:16]
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise Refused("unknown_key", "no API key has this prefix")
+    if key.revoked_at is not None:
+        raise Refused("revoked_key", "this API key was revoked", key=key)
+    stamp, nonce = headers[signing.TIMESTAMP_HEADER], headers[signing.NONCE_HEADER]
+    if not signing.TIMESTAMP.fullmatch(stamp):
+        raise Refused("bad_timestamp", f"{signing.TIMESTAMP_HEADER} must be Unix time in seconds", key=key)
+    if abs(time.time() - int(stamp)) > config.api.max_skew_seconds:
+        raise Refused(
+            "stale_timestamp",
+            f"the timestamp is more than {config.api.max_skew_seconds} s from the server's clock: sign it again now",
+            key=key,
+        )
+    if not signing.NONCE.fullmatch(nonce):
+        raise Refused("bad_nonce", f"{signing.NONCE_HEADER} must be 16 to 128 of A-Z a-z 0-9 _ -", key=key)
+    secret = secret_of(key, current_app.config["SECRET_KEY"])
+    body = request.get_data(cache=True)
+    expected = signing.signature(secret, request.method, signed_path(), stamp, nonce, body)
+    if not signing.matches(expected, headers[signing.SIGNATURE_HEADER].lower()):
+        raise Refused("bad_signature", "the signature does not match this request and key", key=key)
+    tenant = session.get(Tenant, key.tenant_id)
+    if tenant is None or tenant.status != "active":
+        raise Refused("tenant_suspended", "this tenant is suspended", status=403, key=key)
+    # Stored and committed before the view runs: of two requests with one nonce, the second waits on the first's
+    # row and then inserts nothing.
+    expires = datetime.fromtimestamp(int(stamp) + config.api.max_skew_seconds + 1, UTC)
+    fresh = session.execute(
+        insert(ApiNonce)
+        .values(key_id=key.id, nonce=nonce, expires_at=expires)
+        .on_conflict_do_nothing()
+        .returning(ApiNonce.nonce)
+    ).first()
+    if fresh is None:
+        raise Refused("replayed_nonce", "this nonce was already used: sign each request with a new one", key=key)
+    key.last_used_at = datetime.now(UTC)
+    session.commit()
+    return key
+
+
+def _prune(session: Session) -> None:
+    global _pruned_at
+    with _prune_lock:
+        if time.monotonic() - _pruned_at < PRUNE_SECONDS:
+            return
+        _pruned_at = time.monotonic()
+    expired = select(ApiNonce.key_id, ApiNonce.nonce).where(ApiNonce.expires_at < datetime.now(UTC)).limit(PRUNE_ROWS)
+    session.execute(delete(ApiNonce).where(tuple_(ApiNonce.key_id, ApiNonce.nonce).in_(expired)))
+    session.commit()
+
+
+@bp.before_request
+def _authenticate() -> ResponseReturnValue | None:
+    config: Settings = current_app.config["DESKBELL"]
+    with system_session() as session:
+        try:
+            key = _check(session, config)
+        except Refused as refused:
+            session.rollback()
+            g.api_refused = refused
+            return error(refused.status, refused.code, refused.message)
+        g.api_caller = Caller(key.id, key.tenant_id, key.prefix, key.name)
+        _prune(session)
+    return None
+
+
+@bp.after_request
+def _audit(response: ResponseReturnValue) -> ResponseReturnValue:
+    """One entry per call, in the key's tenant when a key was named (installation-wide otherwise)."""
+    found: Caller | None = g.get("api_caller")
+    refused: Refused | None = g.get("api_refused")
+    detail = {"source": "api", "method": request.method, "path": request.path, "status": response.status_code}
+    if found is not None:
+        tenant_id, action = found.tenant_id, "api.request"
+        detail.update(key=found.prefix, key_name=found.name)
+    else:
+        tenant_id, action = (refused.tenant_id if refused else None), "api.refused"
+        detail.update(reason=refused.code if refused else "error", key=request.headers.get(signing.KEY_HEADER, "")[:16])
+    client = audit.Client(request.remote_addr, request.user_agent.string or None)
+    try:
+        with system_session() as session:
+            audit.record(session, tenant_id=tenant_id, actor_id=None, action=action, client=client, **detail)
+            session.commit()
+    except Exception:  # the call was served (or refused); a lost audit line must not turn it into a 500
+        log.exception("api: audit entry for %s %s not written", request.method, request.path)
+    return response
