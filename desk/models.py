@@ -399,3 +399,57 @@ class ApiNonce(Base):
     key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+# -- mail (migration 0013; docs/architecture.md, "Email") ----------------------------------------------------------
+
+
+class MailSettings(TenantScoped, Base):
+    """A tenant's outgoing mail server (desk/mail_settings.py); the password is Fernet-encrypted under SECRET_KEY."""
+
+    __tablename__ = "mail_settings"
+    __table_args__ = (UniqueConstraint("tenant_id", name="uq_mail_settings_tenant"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    host: Mapped[str] = mapped_column(String(253), default="", server_default="")
+    port: Mapped[int] = mapped_column(Integer, default=587, server_default="587")
+    security: Mapped[str] = mapped_column(String(16), default="starttls", server_default="starttls")
+    username: Mapped[str] = mapped_column(String(320), default="", server_default="")
+    password_encrypted: Mapped[str] = mapped_column(Text, default="", server_default="")
+    from_address: Mapped[str] = mapped_column(String(320), default="", server_default="")
+    from_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class MailThread(TenantScoped, Base):
+    """A visitor answered by email (an offline message, or an email reply): agents' replies to them are emailed.
+    `mailed_seq`: the mailer has queued what it had to of their messages up to this seq (desk/mail_outbox.py)."""
+
+    __tablename__ = "mail_threads"
+
+    visitor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visitors.id", ondelete="CASCADE"), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(16))  # offline | email
+    mailed_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = _now()
+
+
+class MailDelivery(TenantScoped, Base):
+    """One email: queued once (unique `key` per tenant), sent at most once by the mailer (workers/mailer.py)."""
+
+    __tablename__ = "mail_deliveries"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_mail_deliveries_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # reply | transcript | missed
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    recipients: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")  # queued|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = _now()
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -144,6 +144,7 @@ class Settings:
     api: Api = field(default_factory=Api)
     encryption: Encryption = field(default_factory=Encryption)
     routing: Routing = field(default_factory=Routing)
+    mail: Mail = field(default_factory=lambda: Mail())
 
     @property
     def development(self) -> bool:
@@ -309,6 +310,7 @@ def load() -> Settings:
         api=_api(),
         encryption=_encryption(),
         routing=_routing(),
+        mail=_mail(),
     )
 
 
@@ -321,3 +323,52 @@ def _routing() -> Routing:
     if min(routing.open_timeout_seconds, routing.missed_after_seconds, routing.idle_resolve_minutes) < 0:
         raise RuntimeError("DESKBELL_ROUTING_* settings must not be negative (0 turns one off)")
     return routing
+
+
+@dataclass(frozen=True)
+class Mail:
+    """Email out and in (docs/operations.md, "Email"); the SMTP server itself is each tenant's (admin, Email)."""
+
+    # Where the widget's visitors reply to: reply+<token>@inbound_domain reaches `python -m workers.inbound_mail`.
+    inbound_domain: str = "localhost"
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = 2525
+    # The largest email the inbound listener takes (bigger: refused with 552).
+    inbound_max_bytes: int = 1024 * 1024
+    # How often each worker looks for emails to send (agents' replies, missed chats, transcripts).
+    sweep_seconds: int = 2
+    # Connect and command timeout of the SMTP client.
+    timeout_seconds: int = 10
+    # Failed sends in a row that open the circuit breaker, and how long it stays open before one trial send.
+    breaker_failures: int = 5
+    breaker_reset_seconds: int = 60
+    # Retries of one email: after a failure the next try waits retry_seconds, doubling up to retry_max_seconds;
+    # after `attempts` tries the email is marked failed.
+    retry_seconds: int = 5
+    retry_max_seconds: int = 600
+    attempts: int = 12
+    # A queued email not sent within this long is handed to JetStream again (its first publish may be lost).
+    republish_seconds: int = 900
+    # A missed chat or a reply older than this is not emailed any more (a mail server down for days).
+    lookback_hours: int = 24
+
+
+def _mail() -> Mail:
+    mail = Mail(
+        inbound_domain=os.environ.get("DESKBELL_MAIL_INBOUND_DOMAIN") or Mail.inbound_domain,
+        inbound_host=os.environ.get("DESKBELL_MAIL_INBOUND_HOST") or Mail.inbound_host,
+        inbound_port=_int("DESKBELL_MAIL_INBOUND_PORT", Mail.inbound_port),
+        inbound_max_bytes=_int("DESKBELL_MAIL_INBOUND_MAX_BYTES", Mail.inbound_max_bytes),
+        sweep_seconds=_int("DESKBELL_MAIL_SWEEP_SECONDS", Mail.sweep_seconds),
+        timeout_seconds=_int("DESKBELL_MAIL_TIMEOUT_SECONDS", Mail.timeout_seconds),
+        breaker_failures=_int("DESKBELL_MAIL_BREAKER_FAILURES", Mail.breaker_failures),
+        breaker_reset_seconds=_int("DESKBELL_MAIL_BREAKER_RESET_SECONDS", Mail.breaker_reset_seconds),
+        retry_seconds=_int("DESKBELL_MAIL_RETRY_SECONDS", Mail.retry_seconds),
+        retry_max_seconds=_int("DESKBELL_MAIL_RETRY_MAX_SECONDS", Mail.retry_max_seconds),
+        attempts=_int("DESKBELL_MAIL_ATTEMPTS", Mail.attempts),
+        republish_seconds=_int("DESKBELL_MAIL_REPUBLISH_SECONDS", Mail.republish_seconds),
+        lookback_hours=_int("DESKBELL_MAIL_LOOKBACK_HOURS", Mail.lookback_hours),
+    )
+    if min(mail.sweep_seconds, mail.timeout_seconds, mail.breaker_failures, mail.attempts, mail.inbound_port) < 1:
+        raise RuntimeError("DESKBELL_MAIL_* settings must be at least 1")
+    return mail
