@@ -273,3 +273,43 @@ def test_a_key_of_one_tenant_never_reaches_another_tenants_rows(stack: Stack, ou
     assert messages_of(theirs.id, theirs.conversation_id) == before
     with tenant_session(theirs.id) as session:
         assert session.get(Visitor, their_visitor).name is None
+
+
+# -- settings ----------------------------------------------------------------------------------------------------
+
+
+def test_the_time_window_and_the_page_size_are_settings(stack: Stack, ours: Tenant) -> None:
+    path = "/api/v1/conversations"
+    a_minute_old = signing.sign(ours.key, "GET", path, timestamp=int(time.time()) - 60)
+    assert call(stack.base_url, ours.key, "GET", path, headers=a_minute_old).status_code == 200  # default: 300 s
+    ids = [c["id"] for c in call(stack.base_url, ours.key, "GET", path).json()["conversations"]]
+    assert len(ids) >= 2
+    with stack.another_web(DESKBELL_API_MAX_SKEW_SECONDS="30", DESKBELL_API_PAGE_MAX="1") as strict:
+        a_minute_old = signing.sign(ours.key, "GET", path, timestamp=int(time.time()) - 60)
+        refused(call(strict, ours.key, "GET", path, headers=a_minute_old), "stale_timestamp")
+        first = call(strict, ours.key, "GET", path + "?limit=50").json()
+        second = call(strict, ours.key, "GET", f"{path}?cursor={first['next_cursor']}").json()
+    assert [c["id"] for c in first["conversations"] + second["conversations"]] == ids[:2]
+
+
+def test_expired_nonces_are_deleted_and_live_ones_kept(stack: Stack, ours: Tenant) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from desk.models import ApiNonce
+    from web.api.auth import prune_expired
+
+    assert call(stack.base_url, ours.key, "GET", "/api/v1/conversations").status_code == 200  # a live nonce
+    with system_session() as session:
+        key_id = session.scalars(select(ApiKey.id).where(ApiKey.prefix == ours.key.split(".")[0])).one()
+        # No request can leave an already expired nonce: this one is written as it would be 6 minutes later.
+        session.add(
+            ApiNonce(
+                key_id=key_id,
+                nonce="expired-" + secrets.token_hex(8),
+                expires_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+        session.commit()
+        assert prune_expired(session) >= 1
+        left = session.scalars(select(ApiNonce.expires_at).where(ApiNonce.key_id == key_id)).all()
+    assert left and all(at > datetime.now(UTC) for at in left)

@@ -113,15 +113,24 @@ def _check(session: Session, config: Settings) -> ApiKey:
     return key
 
 
+def prune_expired(session: Session) -> int:
+    """Delete up to PRUNE_ROWS nonces whose timestamps are out of the window (a replay of them is refused as
+    stale anyway); returns how many. Commits."""
+    expired = (
+        select(ApiNonce.key_id, ApiNonce.nonce).where(ApiNonce.expires_at < datetime.now(UTC)).limit(PRUNE_ROWS)
+    )
+    deleted = session.execute(delete(ApiNonce).where(tuple_(ApiNonce.key_id, ApiNonce.nonce).in_(expired)))
+    session.commit()
+    return deleted.rowcount
+
+
 def _prune(session: Session) -> None:
     global _pruned_at
     with _prune_lock:
         if time.monotonic() - _pruned_at < PRUNE_SECONDS:
             return
         _pruned_at = time.monotonic()
-    expired = select(ApiNonce.key_id, ApiNonce.nonce).where(ApiNonce.expires_at < datetime.now(UTC)).limit(PRUNE_ROWS)
-    session.execute(delete(ApiNonce).where(tuple_(ApiNonce.key_id, ApiNonce.nonce).in_(expired)))
-    session.commit()
+    prune_expired(session)
 
 
 @bp.before_request
