@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy.orm import Session
@@ -17,6 +18,8 @@ from desk.models import CONVERSATION_STATUSES, Conversation, User, Visitor
 from desk.queries import inbox as q
 from web.agent import bp
 from web.agent.presence import roster_agents
+
+ANY_ID = uuid.UUID(int=0)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,15 @@ def console_page(session: Session, where: q.Filter, **pane: Any) -> str:
     return render_template(
         "agent/console.html", inbox=inbox_list(session, where), agents=roster_agents(session), pane=pane, **pane
     )
+
+
+@bp.app_template_filter("conversation_href")
+def conversation_href(conversation_id: uuid.UUID) -> str:
+    """url_for('agent.conversation', ...) for a list's rows, built once per request: url_for was a row's main cost."""
+    prefix = g.get("conversation_href")
+    if prefix is None:
+        prefix = g.conversation_href = url_for("agent.conversation", conversation_id=ANY_ID).removesuffix(str(ANY_ID))
+    return prefix + str(conversation_id)
 
 
 @bp.app_template_filter("visitor_name")
