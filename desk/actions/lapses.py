@@ -42,7 +42,10 @@ def tenant_limit(name: str, default: int) -> Any:
 
 def _older_than(column: Any, name: str, default: int, unit: str = "secs") -> Any:
     limit = tenant_limit(name, default)
-    return and_(limit > 0, column < func.now() - func.make_interval(**{unit: limit}))
+    # make_interval(years, months, weeks, days, hours, mins, secs): positional, as SQLAlchemy passes them.
+    parts = (0, 0, 0, 0, 0, limit) if unit == "mins" else (0, 0, 0, 0, 0, 0, limit)
+    interval = func.make_interval(*parts)
+    return and_(limit > 0, column < func.now() - interval)
 
 
 def do_take_back_unopened(session: Session, config: Routing) -> list[Requeued]:

@@ -52,7 +52,8 @@ def handling_seconds(session: Session) -> float | None:
 
 def _slots(session: Session) -> tuple[int, dict[uuid.UUID, int]]:
     """Chat slots of the online agents: all of them, and per team."""
-    agents = dict(session.execute(select(User.id, User.max_chats).where(User.is_active, User.presence == "online")))
+    online = select(User.id, User.max_chats).where(User.is_active, User.presence == "online")
+    agents: dict[uuid.UUID, int] = {user_id: max_chats for user_id, max_chats in session.execute(online).all()}
     per_team: dict[uuid.UUID, int] = defaultdict(int)
     for team_id, user_id in session.execute(select(TeamMember.team_id, TeamMember.user_id)).all():
         if user_id in agents:
