@@ -21,7 +21,8 @@
     sent: "已发送", failed: "未送达：", offline: "网络已断开，恢复后会自动发送您的消息。", unread: " 条未读",
     with: "客服：", chat: "聊天", typing: " 正在输入…", read: "已读", online: "在线 — 我们会在几分钟内回复",
     away: "离开 — 请给我们留言", email: "您的邮箱，方便我们回复", emoji: "表情", attach: "附件",
-    uploading: "正在上传…", tooLarge: "文件太大（最大 N MB）", badType: "不允许此文件类型", upFailed: "上传失败"
+    uploading: "正在上传…", tooLarge: "文件太大（最大 N MB）", badType: "不允许此文件类型", upFailed: "上传失败",
+    busy: "当前访问繁忙，稍后自动重连…", inLine: "您排在第 N 位", about: "，大约 M 分钟"
   } : {
     open: "Open chat", close: "Close chat", title: "Chat with us", welcome: "Hi! How can we help?", message: "Message",
     placeholder: "Type a message…", send: "Send", you: "You", agent: "Agent", sending: "Sending…",
@@ -30,7 +31,9 @@
     with: "Chatting with ", chat: "Chat", typing: " is typing…", read: "Read",
     online: "Online — we reply in a few minutes", away: "Away — leave us a message",
     email: "Your email, so we can reply", emoji: "Emoji", attach: "Attach a file", uploading: "Uploading…",
-    tooLarge: "File too large (max N MB)", badType: "This file type is not allowed", upFailed: "Upload failed"
+    tooLarge: "File too large (max N MB)", badType: "This file type is not allowed", upFailed: "Upload failed",
+    busy: "Lots of traffic right now, reconnecting shortly…", inLine: "You are number N in line",
+    about: " — about M min"
   };
   var COLOR = "#2956d6", EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
   var EMOJI = "😀 😂 😊 😍 🤔 😅 😢 😮 😡 👍 👎 👏 🙏 👋 🙌 💪 ❤️ 🎉 🔥 ✨ ✅ ❌ ⭐ ☕".split(" ");
@@ -95,6 +98,7 @@
     ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.grouped{margin-top:-5px}.m.grouped .who{display:none}.m.pending{opacity:.7}.m.welcome{align-self:flex-start}" +
     ".m small{display:block;color:#667085;font-size:11px}.m .meta{text-align:right;margin-top:2px}.m a{color:#1d4ed8;text-decoration:underline}" +
     ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] .st{color:#b42318}" +
+    ".queue{background:#eef4ff;color:#1d3a8a;padding:6px 12px;font-size:13px}" +
     ".typing{padding:2px 12px;font-size:12px;font-style:italic;color:#667085;background:#f5f6f8}" +
     "form{display:flex;align-items:flex-end;border-top:1px solid #e4e7ec;background:#fff}" +
     "textarea{flex:1;border:0;padding:12px;resize:none;outline:none;background:none;color:inherit;max-height:120px}" +
@@ -127,6 +131,8 @@
   var status = h("span", "avail", { hidden: "" });
   var closeButton = h("button", "x", { type: "button", "aria-label": T.close }, [svg("M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z")]);
   var note = h("div", "note", { role: "status", hidden: "" }, [T.offline]);
+  // The visitor's place in line while every agent is busy (docs/protocol.md, the `queue` frame).
+  var queueNote = h("div", "queue", { role: "status", "aria-live": "polite", hidden: "" });
   var list = h("div", "list", { role: "log", "aria-live": "polite", tabindex: "0", "aria-label": T.chat });
   var typingNote = h("div", "typing", { "aria-live": "polite", hidden: "" });
   var box = h("textarea", "", { rows: "2", "aria-label": T.message, placeholder: T.placeholder });
@@ -140,7 +146,7 @@
   var upNote = h("div", "up", { "aria-live": "polite", hidden: "" });
   var form = h("form", "", {}, [emojiButton, clip, box, h("button", "", { type: "submit" }, [T.send])]);
   var panel = h("div", "panel", { role: "dialog", "aria-label": T.title, id: "deskbell-panel" },
-                [h("div", "head", {}, [h("div", "", {}, [title, status, sub]), closeButton]), note, list, typingNote, grid, emailBox, upNote, fileInput, form]);
+                [h("div", "head", {}, [h("div", "", {}, [title, status, sub]), closeButton]), note, queueNote, list, typingNote, grid, emailBox, upNote, fileInput, form]);
   var badge = h("span", "badge", { "aria-hidden": "true", hidden: "" });
   var launcher = h("button", "launch", { type: "button", "aria-controls": "deskbell-panel", "aria-expanded": "false" },
                    [svg("M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"), badge]);
@@ -192,6 +198,15 @@
     if (!(seq > state.agentRead)) return;
     state.agentRead = seq;
     list.querySelectorAll(".m.visitor[data-seq]").forEach(showRead);
+  }
+
+  // "You are number 3 in line — about 4 min"; position 0: an agent has the conversation, so the line is gone.
+  function showQueue(position, waitSeconds) {
+    if (!(position > 0)) { queueNote.hidden = true; return; }
+    var text = T.inLine.replace("N", position);
+    if (waitSeconds > 0) text += T.about.replace("M", Math.max(1, Math.round(waitSeconds / 60)));
+    queueNote.textContent = text;
+    queueNote.hidden = false;
   }
 
   // Typing, both ways: the visitor's at most every 2 s while typing; an agent's shown for 4 s after the last.
@@ -375,6 +390,7 @@
       state.retry = 0;
       state.recovering = false;  // a new connection has refused nothing
       note.hidden = true;
+      note.textContent = T.offline;
       setAgentRead(frame.read_seq);
       refreshPending();
       flushOutbox();
@@ -387,6 +403,7 @@
       state.shownSeq = Math.max(state.shownSeq, frame.seq);
       if (frame.sender === "agent" && frame.author) { sub.textContent = T.with + frame.author; sub.hidden = false; }
       if (frame.sender !== "visitor") hideTyping();
+      if (frame.sender === "agent") showQueue(0);
       if (state.open) markRead();
       else if (frame.sender !== "visitor" && frame.seq > readSeq()) setUnread(state.unread + 1);
       emit("message", frame);
@@ -407,6 +424,15 @@
       typingTimer = setTimeout(hideTyping, 4000);
     } else if (frame.type === "read") {
       setAgentRead(frame.seq);
+    } else if (frame.type === "queue") {
+      showQueue(frame.position, frame.wait_seconds);
+      emit("queue", { position: frame.position, wait_seconds: frame.wait_seconds });
+    } else if (frame.type === "error" && frame.code === "rate_limited") {
+      // An abuse limit (docs/protocol.md, "Limits"): the server closes this socket next. Say so, and wait at
+      // least what it asks before reconnecting (reconnect() adds its own back-off on top).
+      note.textContent = T.busy;
+      note.hidden = false;
+      state.waitUntil = Date.now() + 1000 * (frame.retry_after || 5);
     } else if (frame.type === "ping") {
       send({ type: "pong" });
     } else if (frame.type === "error" && frame.client_id) {
@@ -436,7 +462,8 @@
     note.hidden = false;
     refreshPending();
     clearTimeout(state.timer);
-    state.timer = setTimeout(function () { state.timer = null; connect(); }, backoff());
+    var wait = Math.max(backoff(), (state.waitUntil || 0) - Date.now());
+    state.timer = setTimeout(function () { state.timer = null; connect(); }, wait);
   }
 
   // identify() and setAttributes() change the session body: start a new session with it (once per tick).
@@ -501,6 +528,11 @@
       body: sessionBody()
     }).then(function (r) {
       if (r.status === 400 && email === state.email) emailSent();  // refused: the session must not keep failing on it
+      if (r.status === 429) {
+        state.waitUntil = Date.now() + 1000 * (parseInt(r.headers.get("Retry-After"), 10) || 60);
+        note.textContent = T.busy;
+        note.hidden = false;
+      }
       if (!r.ok) throw new Error("session " + r.status);
       return r.json();
     }).then(function (s) {
