@@ -58,3 +58,8 @@ def age(iso_time: str) -> float:
 
 def track_pool(checked_out: Callable[[], int]) -> None:
     DB_POOL_IN_USE.set_function(checked_out)
+ORDER_HELD = Counter(
+    "deskbell_store_held_for_order_total",
+    "Messages a store worker held, or handed back, because an earlier one of their thread was not stored yet",
+    ["outcome"],
+)

@@ -124,6 +124,17 @@ class Encryption:
 
 
 @dataclass(frozen=True)
+class Ordering:
+    """The store worker keeping each thread in the order JetStream accepted it (docs/operations.md, "Message
+    order")."""
+
+    # How long a worker holds a message whose thread has an earlier one not yet stored, before handing it back.
+    hold_ms: int = 2000
+    # A handed-back message comes again after 250 ms, doubling with each delivery up to this.
+    retry_max_ms: int = 30000
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     database_url: str | None
@@ -144,6 +155,7 @@ class Settings:
     api: Api = field(default_factory=Api)
     encryption: Encryption = field(default_factory=Encryption)
     routing: Routing = field(default_factory=Routing)
+    ordering: Ordering = field(default_factory=lambda: Ordering())
     mail: Mail = field(default_factory=lambda: Mail())
 
     @property
@@ -310,6 +322,7 @@ def load() -> Settings:
         api=_api(),
         encryption=_encryption(),
         routing=_routing(),
+        ordering=_ordering(),
         mail=_mail(),
     )
 
@@ -372,3 +385,13 @@ def _mail() -> Mail:
     if min(mail.sweep_seconds, mail.timeout_seconds, mail.breaker_failures, mail.attempts, mail.inbound_port) < 1:
         raise RuntimeError("DESKBELL_MAIL_* settings must be at least 1")
     return mail
+
+
+def _ordering() -> Ordering:
+    ordering = Ordering(
+        hold_ms=_int("DESKBELL_STORE_ORDER_HOLD_MS", Ordering.hold_ms),
+        retry_max_ms=_int("DESKBELL_STORE_ORDER_RETRY_MAX_MS", Ordering.retry_max_ms),
+    )
+    if ordering.hold_ms < 0 or ordering.retry_max_ms < 250:
+        raise RuntimeError("DESKBELL_STORE_ORDER_HOLD_MS must not be negative, _RETRY_MAX_MS at least 250")
+    return ordering

@@ -1,13 +1,19 @@
 """The store worker: persists messages from DESK_IN, then publishes them as events and routing jobs.
 
-docs/architecture.md, steps 4-5. Idempotent: a redelivered message is found by (visitor, client_id) and its
-events are published again, so a crash between commit and publish loses nothing, and a replayed dead letter
-is stored once.
+docs/architecture.md, steps 4-5 and "Order". Idempotent: a redelivered message is found by (visitor, client_id)
+and its events are published again, so a crash between commit and publish loses nothing, and a replayed dead
+letter is stored once.
+
+In order: a visitor's thread (agents' replies too) is its own subject, desk.in.<tenant>.<visitor>, and its
+messages are stored in the order of their stream sequence, whichever worker holds them. A message is stored
+only once no earlier message of its subject is left in DESK_IN (a work queue: what is acked is gone), so
+another worker's batch, a redelivery or a retry can no longer let a later message take an earlier seq.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -16,12 +22,22 @@ from collections import defaultdict
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
-from desk import bus, metrics, subjects
+from desk import bus, metrics, settings, subjects
 from desk.actions.messages import Inbound, Stored, as_event, do_store_messages
 from desk.db import tenant_session
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 0.25  # a handed-back message's first redelivery delay; doubles per delivery
+RECHECK_SECONDS = (0.01, 0.2)  # first and longest pause between looks at the stream while holding
+
+
+@functools.cache
+def _ordering() -> settings.Ordering:
+    return settings.load().ordering
 
 
 def _store(tenant_id: uuid.UUID, batch: list[Inbound]) -> list[Stored | None]:
@@ -31,7 +47,47 @@ def _store(tenant_id: uuid.UUID, batch: list[Inbound]) -> list[Stored | None]:
         return results
 
 
-async def handle(nc: Client, msgs: list[Msg]) -> None:
+def _stream_seq(msg: Msg) -> int:
+    return msg.metadata.sequence.stream
+
+
+async def _next_waiting(js: JetStreamContext, subject: str, from_seq: int) -> int | None:
+    """The stream sequence of the first message of `subject` still in DESK_IN at or after `from_seq`."""
+    try:
+        return (await js.get_msg(subjects.IN_STREAM, seq=from_seq, subject=subject, next=True)).seq
+    except NotFoundError:
+        return None
+
+
+async def _in_turn(js: JetStreamContext, subject: str, mine: list[Msg]) -> list[Msg]:
+    """Of `mine` (one subject, in stream order), the leading run with nothing of the subject before it still
+    waiting in the stream: those may be stored now, in this order."""
+    # Ask for each message at once: is the first message left after its predecessor (or the start) itself?
+    starts = [1] + [_stream_seq(m) + 1 for m in mine[:-1]]
+    found = await asyncio.gather(*(_next_waiting(js, subject, start) for start in starts))
+    turn: list[Msg] = []
+    for msg, first in zip(mine, found, strict=True):
+        # None or later: this message itself was acked meanwhile (a duplicate delivery); storing is idempotent.
+        if first is not None and first < _stream_seq(msg):
+            break
+        turn.append(msg)
+    return turn
+
+
+async def _split(js: JetStreamContext, msgs: list[Msg]) -> tuple[list[Msg], list[Msg]]:
+    """(in turn, waiting for an earlier message held elsewhere), both in stream order."""
+    by_subject: dict[str, list[Msg]] = defaultdict(list)
+    for msg in sorted(msgs, key=_stream_seq):
+        by_subject[msg.subject].append(msg)
+    turns = await asyncio.gather(*(_in_turn(js, s, mine) for s, mine in by_subject.items()))
+    ready = {id(m) for turn in turns for m in turn}
+    in_turn = [m for m in sorted(msgs, key=_stream_seq) if id(m) in ready]
+    waiting = [m for m in sorted(msgs, key=_stream_seq) if id(m) not in ready]
+    return in_turn, waiting
+
+
+async def _store_and_publish(nc: Client, msgs: list[Msg]) -> None:
+    """Store `msgs` (in stream order), then publish their events and routing jobs, and flush."""
     by_tenant: dict[uuid.UUID, list[Inbound]] = defaultdict(list)
     received_at: dict[uuid.UUID, list[float]] = defaultdict(list)
     for msg in msgs:
@@ -61,3 +117,44 @@ async def handle(nc: Client, msgs: list[Msg]) -> None:
                     headers={"Nats-Msg-Id": subjects.route_msg_id(conversation_id)},
                 )
     await nc.flush()
+
+
+async def handle(nc: Client, msgs: list[Msg]) -> None:
+    """Store what is in turn; hold the rest (kept in progress by workers/base.py) while the messages before
+    them are stored elsewhere, then store them too, or hand them back to the stream to come again."""
+    js = nc.jetstream()
+    # A retried batch may hold messages this handler settled on an earlier attempt.
+    pending = [m for m in msgs if not m.is_acked]
+    ordering = _ordering()
+    deadline = time.monotonic() + ordering.hold_ms / 1000
+    pause, longest = RECHECK_SECONDS
+    counted: set[int] = set()
+    while pending:
+        in_turn, waiting = await _split(js, pending)
+        # The consumer's last delivery: stored now rather than never (JetStream would not deliver it again).
+        last = [m for m in waiting if m.metadata.num_delivered >= subjects.MAX_DELIVER]
+        if last:
+            log.warning("storing %d message(s) out of turn at their last delivery", len(last))
+            metrics.ORDER_HELD.labels("out_of_turn").inc(len(last))
+            in_turn = sorted(in_turn + last, key=_stream_seq)
+            waiting = [m for m in waiting if m not in last]
+        if in_turn:
+            await _store_and_publish(nc, in_turn)
+        if not waiting:
+            return  # workers/base.py acks the batch
+        # Others wait for these: ack them now, not when the whole batch is done.
+        for msg in in_turn:
+            await msg.ack()
+        metrics.ORDER_HELD.labels("held").inc(len([m for m in waiting if id(m) not in counted]))
+        counted.update(id(m) for m in waiting)
+        pending = waiting
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, longest)
+    # Held long enough: the earlier message may be waiting for a redelivery that this worker must fetch.
+    for msg in pending:
+        delay = min(RETRY_FIRST_SECONDS * 2 ** (msg.metadata.num_delivered - 1), ordering.retry_max_ms / 1000)
+        await msg.nak(delay=delay)
+    metrics.ORDER_HELD.labels("handed_back").inc(len(pending))
+    log.info("handed back %d message(s) waiting for earlier ones of their thread", len(pending))

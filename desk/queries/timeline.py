@@ -5,6 +5,7 @@ Only agents read this. The visitor's thread (desk/queries/conversations.py) hold
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,5 +47,12 @@ def timeline(
         .order_by(ConversationEvent.id.desc())
         .limit(limit)
     ).all()
-    entries = [Entry(m.created_at, message=m) for m in messages] + [Entry(e.created_at, event=e) for e in events]
-    return sorted(entries, key=lambda e: e.at)
+    # Messages keep their seq order (the order they were accepted; a batch shares one created_at, and two
+    # workers' clocks may disagree); events fall in between by time.
+    return list(
+        heapq.merge(
+            [Entry(m.created_at, message=m) for m in reversed(messages)],
+            [Entry(e.created_at, event=e) for e in reversed(events)],
+            key=lambda e: e.at,
+        )
+    )
