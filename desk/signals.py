@@ -62,3 +62,13 @@ def queue_position(conversation_id: uuid.UUID | str, position: int, wait_seconds
         "position": position,
         "wait_seconds": wait_seconds,
     }
+
+
+# On `access_events(tenant)` (web/edge/access.py): connections to cut at once. `user_id` set: that person's console
+# streams (deactivated, or signed out everywhere); `user_id` None: the whole tenant's, visitors' sockets included
+# (suspended or deleted).
+ACCESS_LOST = "access_lost"
+
+
+def access_lost(user_id: uuid.UUID | str | None, reason: str) -> dict[str, Any]:
+    return {"kind": ACCESS_LOST, "user_id": str(user_id) if user_id else None, "reason": reason}

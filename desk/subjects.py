@@ -88,6 +88,15 @@ def agent_events(tenant_id: uuid.UUID | str) -> str:
     return f"desk.ev.{tenant_id}.agents"
 
 
+def access_events(tenant_id: uuid.UUID | str) -> str:
+    """Someone of the tenant lost access just now (desk/signals.py, ACCESS_LOST): every edge cuts their connections."""
+    return f"desk.ev.{tenant_id}.access"
+
+
+# What each edge's Hub subscribes to once: the access events of every tenant.
+ALL_ACCESS_EVENTS = access_events("*")
+
+
 STREAMS = [
     StreamConfig(
         name=IN_STREAM,

@@ -119,6 +119,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     app.extensions["deskbell.bus"] = SyncBus(config.nats_url, "web") if config.nats_url else None
+    if config.nats_url:  # deactivating, signing out, suspending: live connections end at the commit
+        from web.edge import access
+
+        access.watch(app.extensions["deskbell.bus"].publish_event)
 
     from web import admin, health, metrics, security, vendor
     from web.admin.export import bp as admin_export_bp

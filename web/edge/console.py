@@ -13,6 +13,8 @@ panes and live updates"). Events, each at most once per burst of NATS events:
 - `presence`: an agent's presence changed: the roster re-fetches.
 - `attention` (data: JSON): a visitor's message that opened a conversation, or that came in one assigned to
   this agent; attention.js rings when the tab is hidden.
+- `revoked` (data: why: deactivated, signed_out, suspended, deleted): the agent's access was taken away
+  (web/edge/access.py); the stream ends after it, and reconnecting is refused.
 """
 
 from __future__ import annotations
@@ -26,19 +28,21 @@ from typing import Any
 
 from flask import Flask
 from nats.aio.msg import Msg
+from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from desk import signals, subjects
+from desk import accounts, signals, subjects
 from desk.bus import BusUnavailable
 from desk.db import system_session, tenant_session
-from desk.models import User
+from desk.models import Tenant, User
 from desk.queries.inbox import alert_facts
 from web.edge.hub import Hub
 
 QUEUE_LIMIT = 1000
 RESYNC = {"kind": "resync"}
+REVOKED = {"kind": "revoked"}
 PREVIEW_CHARS = 120
 
 
@@ -53,8 +57,15 @@ def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
     except Exception:
         return None
     with system_session() as session:
-        user = session.get(User, user_id)
-    return user if user is not None and user.is_active else None
+        found = session.execute(
+            select(User, Tenant.status).join(Tenant, Tenant.id == User.tenant_id).where(User.id == user_id)
+        ).first()
+    if found is None:
+        return None
+    user, status = found
+    if not user.is_active or not accounts.session_is_current(user, data) or status == "suspended":
+        return None  # deactivated, signed out everywhere since this session began, or the tenant is suspended
+    return user
 
 
 def _alerts(user: User, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,6 +127,7 @@ async def console_stream(request: Request) -> Response:
 
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
     overflow = asyncio.Event()
+    revoked: list[str] = []  # why this person's access was taken away, once it is
 
     async def on_event(msg: Msg) -> None:
         try:
@@ -127,6 +139,14 @@ async def console_stream(request: Request) -> Response:
         def resync(self) -> None:  # NATS reconnected: events may be lost, so the page re-reads PostgreSQL
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(RESYNC)
+
+        def lose_access(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None, reason: str) -> None:
+            if tenant_id == user.tenant_id and user_id in (None, user.id) and not revoked:
+                revoked.append(reason)
+                try:
+                    queue.put_nowait(REVOKED)  # wakes the stream, which says why and ends
+                except asyncio.QueueFull:
+                    overflow.set()
 
     resync = Resync()
     try:
@@ -147,6 +167,9 @@ async def console_stream(request: Request) -> Response:
                 batch = [await queue.get()]
                 while not queue.empty():  # coalesce a burst into one refresh of each thing
                     batch.append(queue.get_nowait())
+                if revoked:
+                    yield {"event": "revoked", "data": revoked[0]}
+                    return
                 for name, data in signals_for(batch):
                     yield {"event": name, "data": data}
                 visitor_messages = [

@@ -1,4 +1,5 @@
-"""The edge's shared NATS connection, and the registry of open sockets it resynchronises after a reconnect."""
+"""The edge's shared NATS connection, and the registry of open sockets it resynchronises after a reconnect and
+cuts when their access is taken away (web/edge/access.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from desk import bus
+from desk import bus, subjects
+from web.edge import access
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,18 @@ class Hub:
     async def _connect(self) -> None:
         # Plain NATS events sent while we were disconnected are gone: every socket catches up from PostgreSQL.
         self.nc = await bus.connect(self.url, "edge", reconnected_cb=self._on_reconnect)
+        # One subscription for the whole process (it survives reconnects); each connection decides if it is hit.
+        await self.nc.subscribe(subjects.ALL_ACCESS_EVENTS, cb=self._on_access)
+
+    async def _on_access(self, msg: Msg) -> None:
+        found = access.heard(msg)
+        if found is None:
+            return
+        log.info("edge: access lost in tenant %s (user %s, %s)", *found)
+        for socket in list(self.sockets):
+            lose = getattr(socket, "lose_access", None)
+            if lose is not None:
+                lose(*found)
 
     async def _on_reconnect(self) -> None:
         log.info("edge: NATS reconnected; resynchronising %d sockets", len(self.sockets))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from typing import Any, NamedTuple
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -53,6 +54,7 @@ class VisitorSocket:
         self.deliveries: asyncio.Queue[Any] = asyncio.Queue()
         self.send_lock = asyncio.Lock()
         self.leaving = asyncio.Event()  # the edge is draining: accept no more messages on this socket
+        self.cut = asyncio.Event()  # the tenant was suspended (web/edge/access.py): close now
         self.storing = False
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -172,6 +174,15 @@ class VisitorSocket:
             await asyncio.sleep(self.limits.heartbeat_seconds)
             await self.send(protocol.PING)
 
+    def lose_access(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None, reason: str) -> None:
+        if user_id is None and tenant_id == self.link.claims.tenant_id:
+            self.cut.set()
+
+    async def _until_cut(self) -> None:
+        await self.cut.wait()
+        await self.send(protocol.error("unavailable", "this chat is not available at the moment"))
+        await self.ws.close(CLOSE_TRY_AGAIN, "service unavailable")
+
     async def going_away(self) -> None:
         """The edge is restarting: finish the messages already taken (their acks go out), then close so that
         the client reconnects; what it sends meanwhile stays in its outbox and is re-sent there."""
@@ -187,7 +198,7 @@ class VisitorSocket:
         await self.link.open()
         hub.sockets.add(self)
         metrics.SOCKETS.labels("visitor_ws").inc()
-        parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat())
+        parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat(), self._until_cut())
         tasks = [asyncio.create_task(part) for part in parts]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

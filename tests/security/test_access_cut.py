@@ -1,0 +1,126 @@
+"""Issue 6: taking access away ends live connections at once, not at their next reconnect. An admin deactivates
+an agent: the agent's console stream is told why and ends, everyone else's stays. A platform operator suspends a
+tenant: its visitors' sockets get an error frame and are closed, its console streams end; other tenants chat on.
+(web/edge/access.py; the refusals on reconnect are tests/security/test_sessions.py's and the admin tests'.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import websockets
+
+from tests.admin.conftest import Person, logged_in, saas_url  # noqa: F401 - saas_url is a fixture
+from tests.clients import Visitor, start_conversation
+from tests.conftest import Stack
+from tests.factories import new_people, platform_operator
+
+
+class Stream:
+    """A console's live stream read on a thread: the (event, data) pairs it sent, and whether the server ended it."""
+
+    def __init__(self, person: Person) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.ended = threading.Event()
+        self._person = person
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        event = ""
+        try:
+            with self._person.client.stream("GET", "/live/console", timeout=httpx.Timeout(15, read=60)) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        event = line.removeprefix("event:").strip()
+                    elif line.startswith("data:"):
+                        self.events.append((event, line.removeprefix("data:").strip()))
+            self.ended.set()  # the server finished the response
+        except httpx.HTTPError:
+            pass
+
+    def wait_for(self, found: Callable[[tuple[str, str]], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(found(e) for e in list(self.events)):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no such event within {timeout} s; heard {self.events}")
+
+
+def stream_status(person: Person) -> int:
+    with person.client.stream("GET", "/live/console", timeout=15) as response:
+        return response.status_code
+
+
+def test_deactivating_an_agent_ends_their_console_stream_at_once_and_no_one_elses(stack: Stack) -> None:
+    people = new_people()
+    agent = logged_in(stack.base_url, people["agent"])
+    admin = logged_in(stack.base_url, people["admin"])
+    agents_stream, admins_stream = Stream(agent), Stream(admin)
+    for stream in (agents_stream, admins_stream):
+        stream.wait_for(lambda e: e[0] == "resync")  # subscribed
+
+    assert admin.post(f"/admin/agents/{people['agent']['id']}/deactivate").status_code == 303
+
+    assert agents_stream.ended.wait(20), f"the agent's stream is still open; it heard {agents_stream.events}"
+    assert agents_stream.events[-1] == ("revoked", "deactivated")
+    assert stream_status(agent) == 401
+    conversation_id = start_conversation(stack.base_url, str(people["site_key"]), "Anyone there?")
+    admins_stream.wait_for(lambda e: e == ("conversation", conversation_id))
+    assert not admins_stream.ended.is_set()
+    assert ("revoked", "deactivated") not in admins_stream.events
+
+
+async def closed_with(visitor: Visitor) -> tuple[list[dict[str, Any]], int | None]:
+    """The frames a visitor's socket got until the server closed it, and the close code."""
+    frames = []
+    try:
+        while True:
+            frames.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 20)))
+    except websockets.ConnectionClosed as closed:
+        return frames, closed.rcvd.code if closed.rcvd else None
+
+
+def test_suspending_a_tenant_closes_its_visitors_sockets_and_console_streams_and_no_other_tenants(
+    stack: Stack, saas_url: str  # noqa: F811 - the fixture
+) -> None:
+    people, others = new_people(), new_people()
+    operator = logged_in(saas_url, platform_operator())
+    agents_stream = Stream(logged_in(saas_url, people["agent"]))
+    others_stream = Stream(logged_in(saas_url, others["agent"]))
+    for stream in (agents_stream, others_stream):
+        stream.wait_for(lambda e: e[0] == "resync")
+
+    async def scenario() -> tuple[list[dict[str, Any]], int | None, dict[str, Any]]:
+        visitor = Visitor(saas_url, str(people["site_key"]))
+        other_visitor = Visitor(saas_url, str(others["site_key"]))
+        await visitor.connect()
+        await other_visitor.connect()
+        suspended = await asyncio.to_thread(operator.post, f"/platform/tenants/{people['tenant_id']}/suspend")
+        assert suspended.status_code == 303
+        frames, code = await closed_with(visitor)
+        await other_visitor.send({"type": "message", "client_id": "after", "body": "Still open here?"})
+        ack = await other_visitor.expect("ack")
+        await other_visitor.close()
+        return frames, code, ack
+
+    frames, code, ack = asyncio.run(scenario())
+    assert [f for f in frames if f["type"] == "error"] == [
+        {
+            "type": "error",
+            "code": "unavailable",
+            "message": "this chat is not available at the moment",
+            "retry": True,
+        }
+    ]
+    assert code == 1013, "try again later"
+    assert agents_stream.ended.wait(20), f"the agent's stream is still open; it heard {agents_stream.events}"
+    assert agents_stream.events[-1] == ("revoked", "suspended")
+    others_stream.wait_for(lambda e: e == ("conversation", ack["conversation_id"]))
+    assert not others_stream.ended.is_set()
