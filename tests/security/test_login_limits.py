@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 from sqlalchemy import select
 
@@ -180,3 +181,26 @@ def test_a_success_forgets_the_accounts_failures(brief: str, agent: dict[str, An
             assert browser.try_login(agent["email"], f"guess-{n}").status_code == 401
         assert browser.try_login(agent["email"], agent["password"]).status_code == 302
         browser.client.cookies.clear()
+
+
+def test_wrong_two_factor_codes_count_toward_the_accounts_lock(brief: str, agent: dict[str, Any]) -> None:
+    owner = Browser(brief)
+    assert owner.try_login(agent["email"], agent["password"]).status_code == 302
+    page = owner.get("/account/two-factor").text
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
+    assert secret is not None
+    owner.token = Person.csrf_of(page)
+    enrolled = owner.post("/account/two-factor", {"code": pyotp.TOTP(secret.group(1)).now()})
+    assert enrolled.status_code == 200 and "Two-factor is on." in enrolled.text
+
+    thief = Browser(brief)  # knows the password, not the phone
+    assert thief.try_login(agent["email"], agent["password"]).headers["location"] == "/login/code"
+    thief.token = Person.csrf_of(thief.get("/login/code").text)
+    answers = [thief.post("/login/code", {"code": f"{n:06d}"}) for n in (111111, 222222, 333333)]
+
+    assert [a.status_code for a in answers] == [401, 401, 429]
+    assert "Too many attempts" in answers[-1].text
+    assert thief.try_login(agent["email"], agent["password"]).status_code == 429  # the password is locked out too
+    assert not thief.logged_in()
+    reasons = [e.detail["reason"] for e in audit_of(agent["email"], "login.failure")]
+    assert reasons == ["code", "code", "code", "locked"]
