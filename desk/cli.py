@@ -405,6 +405,44 @@ def restore_command(source: Path) -> None:
     click.echo(f"restore: {sum(counts.values())} rows in {len(counts)} tables, as in the backup", err=True)
 
 
+# -- encryption at rest (desk/crypto.py; docs/operations.md, "Encryption at rest") ---------------------------------
+
+
+@main.command("rotate-keys")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="Rows a transaction.")
+@click.option("--status", "status_only", is_flag=True, help="Only count the values under each key; change nothing.")
+@click.option("--tenant", "slug", default=None, help="Only this tenant's rows (default: every tenant's).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def rotate_keys(batch_size: int, status_only: bool, slug: str | None, quiet: bool) -> None:
+    """Re-encrypt message bodies and visitors' names and emails with DESKBELL_ENCRYPTION_ACTIVE's key (or, with
+    none active, write them as plain text again). Resumable: run it again after an interruption."""
+    from sqlalchemy import select
+
+    from desk import crypto
+    from desk.db import system_session
+    from desk.models import Tenant
+
+    _database_url()
+    ring = crypto.keyring()
+    with system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == slug)) if slug else None
+        if slug and tenant_id is None:
+            raise click.BadParameter(f"no tenant with the slug {slug!r}", param_hint="--tenant")
+        if not status_only:
+            done = crypto.rotate(session, ring, _Bar(quiet), batch_size, tenant_id)
+            target = f"key {ring.active}" if ring.active else "plain text"
+            click.echo(f"rotate-keys: {done.rewritten} value(s) rewritten as {target}", err=True)
+        census = crypto.census(session, tenant_id)
+    for column, counts in census.items():
+        click.echo(f"{column}: " + (", ".join(f"{kid} {n}" for kid, n in sorted(counts.items())) or "empty"))
+    if not status_only and done.unreadable:
+        missing = ", ".join(f"{column} {n}" for column, n in done.unreadable.items())
+        raise click.ClickException(
+            f"values no configured key opens were left as they are ({missing}): add their keys to "
+            "DESKBELL_ENCRYPTION_KEYS (the counts above name them) and run it again"
+        )
+
+
 @main.command("bundle")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("deskbell-bundle.tar.gz"),
               show_default=True, help="The .tar.gz to write.")  # fmt: skip

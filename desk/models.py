@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+from desk.crypto import EncryptedText
+
 ROLES = ("owner", "admin", "agent")
 PRESENCE = ("online", "away", "offline")
 SENDERS = ("visitor", "agent", "bot", "system")
@@ -230,8 +232,9 @@ class Visitor(TenantScoped, Base):
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     # The site's own user id, set only once the site's identity hash proved it (desk/visitor_context.py).
     external_id: Mapped[str | None] = mapped_column(String(200))
-    name: Mapped[str | None] = mapped_column(String(200))
-    email: Mapped[str | None] = mapped_column(String(320))
+    # Sealed when encryption at rest is on (desk/crypto.py); the widget and the API keep them to 200 and 320 chars.
+    name: Mapped[str | None] = mapped_column(EncryptedText("visitors.name"))
+    email: Mapped[str | None] = mapped_column(EncryptedText("visitors.email"))
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     page: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     # What the console shows about the visitor: UTM, language, time zone, screen, browser, OS, device, country.
@@ -264,7 +267,9 @@ class Conversation(TenantScoped, Base):
     # keeps both; desk/actions/messages.py and desk/actions/receipts.py).
     unread_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_message_preview: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    last_message_preview: Mapped[str] = mapped_column(
+        EncryptedText("conversations.last_message_preview"), default="", server_default=""
+    )
     # The highest seq of the visitor's thread an agent has read here; only ever grows (desk/actions/receipts.py).
     agent_read_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _now()
@@ -300,7 +305,7 @@ class Message(TenantScoped, Base):
     sender: Mapped[str] = mapped_column(String(16))
     author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     author_name: Mapped[str | None] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(EncryptedText("messages.body"))
     created_at: Mapped[datetime] = _now()
 
 
@@ -318,7 +323,7 @@ class ConversationEvent(TenantScoped, Base):
     kind: Mapped[str] = mapped_column(String(16))
     author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     author_name: Mapped[str | None] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(Text, default="", server_default="")
+    body: Mapped[str] = mapped_column(EncryptedText("conversation_events.body"), default="", server_default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     created_at: Mapped[datetime] = _now()
 

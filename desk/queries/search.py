@@ -11,6 +11,11 @@ nothing from a message is ever trusted as HTML.
 Chinese, Japanese and Korean: the 'simple' parser does not segment them, so "我想退款请帮忙" is one lexeme and
 "退款" would not find it. A query with such characters is answered with ILIKE substring matches instead (every
 term must occur), newest first, under a time limit; see MESSAGE_SEARCH_MS.
+
+Encryption at rest (desk/crypto.py): PostgreSQL holds sealed message bodies and visitor names and emails, which no
+SQL can search. With encryption on, messages are not searched at all and visitors are found by the start of their
+user id (external_id, never sealed); `Results.sealed` says so and the page tells the agent (docs/operations.md,
+"Encryption at rest").
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from desk import crypto
 from desk.models import (
     MESSAGE_SEARCH_DOCUMENT,
     VISITOR_SEARCH_DOCUMENT,
@@ -155,6 +161,8 @@ class Results:
     messages: list[MessageHit]
     visitors: list[VisitorHit]
     timed_out: bool = False  # True: only the newest messages were searched, all of them took too long
+    # True: encryption at rest is on, so messages were not searched and visitors only by their user id.
+    sealed: bool = False
 
 
 @dataclass(frozen=True)
@@ -392,6 +400,8 @@ def search(session: Session, query: Search) -> Results:
     under other enable_* settings (a plan does not follow them once cached): seconds instead of milliseconds.
     """
     _planner(session, plan_cache_mode="force_custom_plan")
+    if crypto.keyring().on:
+        return _search_sealed(session, query)
     if query.cjk:
         return _search_cjk(session, query)
     marks = _Marks.new()
@@ -424,3 +434,24 @@ def _search_cjk(session: Session, query: Search) -> Results:
         for row in session.execute(cjk_visitor_query(query))
     ]
     return Results(query, messages, visitors, timed_out)
+
+
+def sealed_visitor_query(search: Search) -> Select[tuple[object, ...]]:
+    """Visitors whose user id starts with the search text, most recently seen first: all that can be searched
+    when names and emails are sealed. The snippet is the user id."""
+    matching = (
+        select(Visitor.id)
+        .where(Visitor.external_id.istartswith(search.text.strip(), autoescape=True))
+        .order_by(Visitor.last_seen_at.desc())
+        .limit(LIMIT)
+        .subquery("matching")
+    )
+    return _visitor_columns(func.coalesce(Visitor.external_id, "")).join(matching, matching.c.id == Visitor.id)
+
+
+def _search_sealed(session: Session, query: Search) -> Results:
+    visitors = [
+        VisitorHit(*row[:6], snippet=mark_terms(row[6], [query.text.strip()]))
+        for row in session.execute(sealed_visitor_query(query))
+    ]
+    return Results(query, [], visitors, sealed=True)
