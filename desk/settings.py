@@ -86,7 +86,7 @@ class Routing:
     # A conversation whose visitor has waited this long for an agent's reply is marked missed.
     missed_after_seconds: int = 300
     # An open or pending conversation without a message for this long is resolved with a system message.
-    idle_resolve_minutes: int = 0
+    idle_resolve_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -331,9 +331,9 @@ def _routing() -> Routing:
     routing = Routing(
         open_timeout_seconds=_int("DESKBELL_ROUTING_OPEN_TIMEOUT_SECONDS", Routing.open_timeout_seconds),
         missed_after_seconds=_int("DESKBELL_ROUTING_MISSED_AFTER_SECONDS", Routing.missed_after_seconds),
-        idle_resolve_minutes=_int("DESKBELL_ROUTING_IDLE_RESOLVE_MINUTES", Routing.idle_resolve_minutes),
+        idle_resolve_seconds=_int("DESKBELL_ROUTING_IDLE_RESOLVE_SECONDS", Routing.idle_resolve_seconds),
     )
-    if min(routing.open_timeout_seconds, routing.missed_after_seconds, routing.idle_resolve_minutes) < 0:
+    if min(routing.open_timeout_seconds, routing.missed_after_seconds, routing.idle_resolve_seconds) < 0:
         raise RuntimeError("DESKBELL_ROUTING_* settings must not be negative (0 turns one off)")
     return routing
 

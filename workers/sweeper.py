@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from nats.aio.client import Client
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 
 from desk import bus, metrics, signals, subjects
 from desk.actions import lapses
@@ -74,14 +74,14 @@ def _lapses(config: Routing) -> Lapses:
         return unopened, missed, idle
 
 
-def _resolve_idle(tenant_id: uuid.UUID, conversation_id: uuid.UUID, minutes: int) -> lapses.IdleResolved | None:
+def _resolve_idle(tenant_id: uuid.UUID, conversation_id: uuid.UUID, seconds: int) -> lapses.IdleResolved | None:
     with tenant_session(tenant_id) as session:
-        return lapses.do_resolve_idle(session, conversation_id, minutes)
+        return lapses.do_resolve_idle(session, conversation_id, seconds)
 
 
 def _queued_tenants() -> list[uuid.UUID]:
     with system_session() as session:  # every tenant with someone in line, on purpose
-        queued = select(distinct(Conversation.tenant_id)).where(
+        queued = select(Conversation.tenant_id).distinct().where(
             Conversation.status == "open", Conversation.assignee_id.is_(None), Conversation.queued_at.is_not(None)
         )
         return list(session.scalars(queued))
@@ -105,8 +105,8 @@ async def sweep_routing(nc: Client, config: Routing, away: Sequence[tuple[uuid.U
                 hook(mark)
             except Exception:
                 log.exception("sweeper: missed-chat hook %r failed for %s", hook, mark.conversation_id)
-    for tenant_id, conversation_id, minutes in idle:
-        resolved = await asyncio.to_thread(_resolve_idle, tenant_id, conversation_id, minutes)
+    for tenant_id, conversation_id, seconds in idle:
+        resolved = await asyncio.to_thread(_resolve_idle, tenant_id, conversation_id, seconds)
         if resolved is None:
             continue
         data = bus.encode({"kind": "message", "message": resolved.message})

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from desk import signals
 from desk.actions.messages import Inbound, as_event, do_store_messages
-from desk.actions.routing import DRAIN_BATCH, Requeued, take_back
+from desk.actions.routing import DRAIN_BATCH, Requeued, routing_settings, take_back
 from desk.models import Conversation, ConversationEvent, Tenant, Visitor
 from desk.settings import Routing
 
@@ -40,12 +40,11 @@ def tenant_limit(name: str, default: int) -> Any:
     return func.coalesce(own, default)
 
 
-def _older_than(column: Any, name: str, default: int, unit: str = "secs") -> Any:
+def _older_than(column: Any, name: str, default: int) -> Any:
+    """SQL: the tenant's limit `name` (seconds) is on, and `column` is further in the past than it."""
     limit = tenant_limit(name, default)
     # make_interval(years, months, weeks, days, hours, mins, secs): positional, as SQLAlchemy passes them.
-    parts = (0, 0, 0, 0, 0, limit) if unit == "mins" else (0, 0, 0, 0, 0, 0, limit)
-    interval = func.make_interval(*parts)
-    return and_(limit > 0, column < func.now() - interval)
+    return and_(limit > 0, column < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, limit))
 
 
 def do_take_back_unopened(session: Session, config: Routing) -> list[Requeued]:
@@ -149,20 +148,22 @@ class IdleResolved:
         )
 
 
-def idle_text(minutes: int) -> str:
-    return f"This conversation was closed after {minutes} minutes without messages. Write again any time."
+def idle_text(seconds: int) -> str:
+    """The system message an idle conversation closes with."""
+    span = f"{seconds // 60} minutes" if seconds >= 120 else f"{seconds} seconds"
+    return f"This conversation was closed after {span} without messages. Write again any time."
 
 
 def idle_conversations(session: Session, config: Routing) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
-    """(tenant, conversation, idle minutes) of the open and pending conversations idle past their tenant's limit."""
-    limit = tenant_limit("idle_resolve_minutes", config.idle_resolve_minutes)
+    """(tenant, conversation, idle seconds) of the open and pending conversations idle past their tenant's limit."""
+    limit = tenant_limit("idle_resolve_seconds", config.idle_resolve_seconds)
     return [
-        (r.tenant_id, r.id, r.minutes)
+        (r.tenant_id, r.id, r.seconds)
         for r in session.execute(
-            select(Conversation.tenant_id, Conversation.id, limit.label("minutes"))
+            select(Conversation.tenant_id, Conversation.id, limit.label("seconds"))
             .where(
                 Conversation.status.in_(("open", "pending")),
-                _older_than(Conversation.last_activity_at, "idle_resolve_minutes", config.idle_resolve_minutes, "mins"),
+                _older_than(Conversation.last_activity_at, "idle_resolve_seconds", config.idle_resolve_seconds),
             )
             .order_by(Conversation.last_activity_at)
             .limit(DRAIN_BATCH)
@@ -170,7 +171,7 @@ def idle_conversations(session: Session, config: Routing) -> list[tuple[uuid.UUI
     ]
 
 
-def do_resolve_idle(session: Session, conversation_id: uuid.UUID, minutes: int) -> IdleResolved | None:
+def do_resolve_idle(session: Session, conversation_id: uuid.UUID, seconds: int) -> IdleResolved | None:
     """Resolve one idle conversation (in its tenant's session), with a system message in the visitor's thread.
     Commits. None when it moved meanwhile (a message came, an agent resolved it).
 
@@ -188,20 +189,18 @@ def do_resolve_idle(session: Session, conversation_id: uuid.UUID, minutes: int) 
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    limit = tenant_limit("idle_resolve_minutes", minutes)
     still_idle = session.scalar(
         select(Conversation.id).where(
             Conversation.id == conversation_id,
             Conversation.status.in_(("open", "pending")),
-            _older_than(Conversation.last_activity_at, "idle_resolve_minutes", minutes, "mins"),
-            limit > 0,
+            _older_than(Conversation.last_activity_at, "idle_resolve_seconds", seconds),
         )
     )
     if conversation is None or still_idle is None:
         session.rollback()
         return None
     [stored] = do_store_messages(
-        session, [Inbound(visitor_id, f"system:idle:{conversation_id}", idle_text(minutes), sender="system")]
+        session, [Inbound(visitor_id, f"system:idle:{conversation_id}", idle_text(seconds), sender="system")]
     )
     assert stored is not None and stored.message.conversation_id == conversation_id
     now = datetime.now(UTC)
@@ -229,3 +228,40 @@ def do_resolve_idle(session: Session, conversation_id: uuid.UUID, minutes: int) 
     )
     session.commit()
     return result
+
+
+def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+    """Visitors who wrote again after their conversation was resolved for being idle: reopen it, when the
+    tenant's `routing.reopen_after_idle` says so (the default), instead of starting a new one. Does not commit.
+
+    For the store action (desk/actions/messages.py), with the visitors of a batch's new visitor messages, under
+    their rows' locks and before it looks for their open conversations. Returns the reopened conversations.
+    """
+    if not visitor_ids or not routing_settings(session).get("reopen_after_idle", True):
+        return []
+    # Each visitor's newest conversation: the last of theirs in creation order.
+    latest = {
+        c.visitor_id: c
+        for c in session.scalars(
+            select(Conversation).where(Conversation.visitor_id.in_(visitor_ids)).order_by(Conversation.created_at)
+        )
+    }
+    reopened = []
+    now = datetime.now(UTC)
+    for conversation in latest.values():
+        if conversation.status != "resolved" or conversation.auto_resolved_at is None:
+            continue
+        conversation.status = "open"
+        conversation.resolved_at = None
+        conversation.auto_resolved_at = None
+        session.add(
+            ConversationEvent(
+                conversation_id=conversation.id,
+                kind="reopened",
+                detail={"previous": "resolved", "reason": "the visitor wrote again"},
+                created_at=now,
+            )
+        )
+        reopened.append(conversation.id)
+    session.flush()
+    return reopened
