@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from desk import signals
 from desk.actions.messages import Inbound, as_event, do_store_messages
-from desk.actions.routing import DRAIN_BATCH, Requeued, routing_settings, take_back
+from desk.actions.routing import DRAIN_BATCH, Requeued, take_back
 from desk.models import Conversation, ConversationEvent, Tenant, Visitor
 from desk.settings import Routing
 
@@ -229,39 +229,3 @@ def do_resolve_idle(session: Session, conversation_id: uuid.UUID, seconds: int) 
     session.commit()
     return result
 
-
-def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.UUID]:
-    """Visitors who wrote again after their conversation was resolved for being idle: reopen it, when the
-    tenant's `routing.reopen_after_idle` says so (the default), instead of starting a new one. Does not commit.
-
-    For the store action (desk/actions/messages.py), with the visitors of a batch's new visitor messages, under
-    their rows' locks and before it looks for their open conversations. Returns the reopened conversations.
-    """
-    if not visitor_ids or not routing_settings(session).get("reopen_after_idle", True):
-        return []
-    # Each visitor's newest conversation: the last of theirs in creation order.
-    latest = {
-        c.visitor_id: c
-        for c in session.scalars(
-            select(Conversation).where(Conversation.visitor_id.in_(visitor_ids)).order_by(Conversation.created_at)
-        )
-    }
-    reopened = []
-    now = datetime.now(UTC)
-    for conversation in latest.values():
-        if conversation.status != "resolved" or conversation.auto_resolved_at is None:
-            continue
-        conversation.status = "open"
-        conversation.resolved_at = None
-        conversation.auto_resolved_at = None
-        session.add(
-            ConversationEvent(
-                conversation_id=conversation.id,
-                kind="reopened",
-                detail={"previous": "resolved", "reason": "the visitor wrote again"},
-                created_at=now,
-            )
-        )
-        reopened.append(conversation.id)
-    session.flush()
-    return reopened

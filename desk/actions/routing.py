@@ -292,3 +292,41 @@ def do_mark_opened(session: Session, conversation_id: uuid.UUID, user_id: uuid.U
     ).first()
     session.commit()
     return opened is not None
+
+
+def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+    """Visitors who wrote again after their conversation was resolved for being idle: reopen it, when the
+    tenant's `routing.reopen_after_idle` says so (the default), instead of starting a new one. Does not commit.
+
+    For the store action (desk/actions/messages.py; here, not in desk/actions/lapses.py, which imports that), with
+    the visitors of a batch's new visitor messages, under their rows' locks and before it looks for their open
+    conversations. Returns the reopened conversations.
+    """
+    if not visitor_ids or not routing_settings(session).get("reopen_after_idle", True):
+        return []
+    # Each visitor's newest conversation: the last of theirs in creation order.
+    latest = {
+        c.visitor_id: c
+        for c in session.scalars(
+            select(Conversation).where(Conversation.visitor_id.in_(visitor_ids)).order_by(Conversation.created_at)
+        )
+    }
+    reopened = []
+    now = datetime.now(UTC)
+    for conversation in latest.values():
+        if conversation.status != "resolved" or conversation.auto_resolved_at is None:
+            continue
+        conversation.status = "open"
+        conversation.resolved_at = None
+        conversation.auto_resolved_at = None
+        session.add(
+            ConversationEvent(
+                conversation_id=conversation.id,
+                kind="reopened",
+                detail={"previous": "resolved", "reason": "the visitor wrote again"},
+                created_at=now,
+            )
+        )
+        reopened.append(conversation.id)
+    session.flush()
+    return reopened
