@@ -1,0 +1,88 @@
+"""The abuse limits' arithmetic (web/edge/abuse.py) on a clock the test moves: token buckets, addresses grouped as
+the limits count them, and 0 turning a limit off. The limits on real sockets are tests/security/test_flood.py's."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from desk.settings import Limits
+from web.edge.abuse import Buckets, EdgeLimits, TokenBucket, ip_key, session_limiter, session_refusal
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_lets_a_burst_through_then_one_per_refill_and_says_how_long_to_wait() -> None:
+    clock = Clock()
+    bucket = TokenBucket(3, 2.0, clock)  # 3 at once, then 2 a second
+    assert [bucket.take() for _ in range(3)] == [0, 0, 0]
+    assert bucket.take() == 0.5
+    clock.now += 0.5
+    assert bucket.take() == 0
+    assert bucket.take() == 0.5
+    clock.now += 60
+    assert [bucket.take() for _ in range(4)] == [0, 0, 0, 0.5], "it never holds more than its burst"
+
+
+def test_buckets_by_key_are_separate_and_refilled_ones_are_forgotten() -> None:
+    clock = Clock()
+    buckets = Buckets(1, 1.0, clock)
+    assert buckets.take("a") == 0 and buckets.take("b") == 0
+    assert buckets.take("a") == 1.0
+    clock.now += 5
+    buckets._prune()
+    assert buckets.buckets == {}
+
+
+def test_addresses_count_as_ipv4_as_they_are_and_ipv6_by_their_64() -> None:
+    assert ip_key("203.0.113.7") == "203.0.113.7"
+    assert ip_key("2001:db8:1:2:aaaa::1") == ip_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert ip_key("2001:db8:1:3::1") != ip_key("2001:db8:1:2::1")
+    assert ip_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert ip_key(None) == "unknown"
+
+
+def test_open_sockets_are_counted_per_address_and_given_back_when_closed() -> None:
+    limits = EdgeLimits(replace(Limits(), sockets_per_ip=2))
+    assert limits.open_socket("10.0.0.1") is None and limits.open_socket("10.0.0.1") is None
+    refused = limits.open_socket("10.0.0.1")
+    assert refused is not None and refused.limit == "sockets_per_ip"
+    assert limits.open_socket("10.0.0.2") is None
+    limits.close_socket("10.0.0.1")
+    assert limits.open_socket("10.0.0.1") is None
+    for _ in range(3):
+        limits.close_socket("10.0.0.1")
+    assert "10.0.0.1" not in limits.open
+
+
+def test_new_connections_per_minute_refill_over_the_minute() -> None:
+    clock = Clock()
+    limits = EdgeLimits(replace(Limits(), connections_per_ip_per_minute=60), clock)
+    assert all(limits.connect("10.0.0.1") is None for _ in range(60))
+    refused = limits.connect("10.0.0.1")
+    assert refused is not None and refused.limit == "connections_per_ip_per_minute" and refused.retry_after == 1
+    clock.now += 1
+    assert limits.connect("10.0.0.1") is None
+
+
+def test_a_limit_of_zero_is_off() -> None:
+    off = replace(Limits(), connections_per_ip_per_minute=0, sockets_per_ip=0, sessions_per_ip_per_hour=0)
+    off = replace(off, frames_per_second=0)
+    limits = EdgeLimits(off)
+    assert all(limits.connect("10.0.0.1") is None and limits.open_socket("10.0.0.1") is None for _ in range(1000))
+    assert limits.frames() is None
+    assert session_limiter(off) is None and session_refusal(None, "10.0.0.1") is None
+
+
+def test_new_sessions_per_hour_say_when_the_next_one_is_allowed() -> None:
+    buckets = session_limiter(replace(Limits(), sessions_per_ip_per_hour=2))
+    assert session_refusal(buckets, "10.0.0.1") is None and session_refusal(buckets, "10.0.0.1") is None
+    refused = session_refusal(buckets, "10.0.0.1")
+    assert refused is not None and refused.limit == "sessions_per_ip_per_hour"
+    assert 1790 <= refused.retry_after <= 1800  # 2 an hour: one every 30 minutes
+    assert session_refusal(buckets, "10.0.0.2") is None
