@@ -121,12 +121,16 @@ def table(steps: list[dict[str, Any]]) -> str:
 COLOURS = {"p50": "#2956d6", "p90": "#2a9d8f", "p99": "#e76f51", "p99.9": "#9b2226"}
 
 
-def svg_chart(steps: list[dict[str, Any]], title: str, key: str = "ack_ms") -> str:
-    """Latency percentiles (log scale, ms) against offered load (messages/s): one line per percentile."""
+def svg_chart(
+    steps: list[dict[str, Any]], title: str, key: str = "ack_ms", compare: list[dict[str, Any]] | None = None
+) -> str:
+    """Latency percentiles (log scale, ms) against offered load (messages/s): one line per percentile; the
+    `compare` steps (the peer's) dashed."""
     width, height, left, right, top, bottom = 640, 360, 60, 110, 40, 50
     points = [(s["offered_per_s"], s[key]) for s in steps]
-    xs = [x for x, _ in points] or [1]
-    values = [v for _, lat in points for v in lat.values() if v]
+    others = [(s["offered_per_s"], s[key]) for s in compare or []]
+    xs = [x for x, _ in points + others] or [1]
+    values = [v for _, lat in points + others for v in lat.values() if v]
     lo = 10 ** math.floor(math.log10(min(values))) if values else 1
     hi = 10 ** math.ceil(math.log10(max(values))) if values else 1000
     hi = max(hi, lo * 10)
@@ -161,11 +165,12 @@ def svg_chart(steps: list[dict[str, Any]], title: str, key: str = "ack_ms") -> s
         f'<line x1="{left}" x2="{width - right}" y1="{height - bottom}" y2="{height - bottom}" stroke="black"/>'
     )
     for i, (name, colour) in enumerate(COLOURS.items()):
-        line = [(px(x), py(lat[name])) for x, lat in points if lat.get(name)]
-        if line:
-            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in line)
-            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-            out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in line]
+        for series, dash in ((points, ""), (others, ' stroke-dasharray="5,4"')):
+            line = [(px(x), py(lat[name])) for x, lat in series if lat.get(name)]
+            if line:
+                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in line)
+                out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+                out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in line]
         ly = top + 16 * i
         out.append(f'<line x1="{width - right + 10}" x2="{width - right + 30}" y1="{ly}" y2="{ly}" '
                    f'stroke="{colour}" stroke-width="2"/>')
