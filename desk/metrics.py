@@ -58,6 +58,14 @@ def age(iso_time: str) -> float:
 
 def track_pool(checked_out: Callable[[], int]) -> None:
     DB_POOL_IN_USE.set_function(checked_out)
+# Outbound calls (issue 9): each target (`smtp:host:port`) behind a circuit breaker (desk/mail.py).
+CIRCUIT_STATE = Gauge("deskbell_circuit_state", "A circuit breaker's state: 0 closed, 1 half-open, 2 open", ["target"])
+OUTBOUND_CALLS = Counter(
+    "deskbell_outbound_calls_total",
+    "Calls to outside services by outcome (ok, failed, refused, rejected)",
+    ["target", "outcome"],
+)
+MAIL_SENT = Counter("deskbell_mail_sent_total", "Emails sent, by kind (reply, transcript, missed)", ["kind"])
 ORDER_HELD = Counter(
     "deskbell_store_held_for_order_total",
     "Messages a store worker held, or handed back, because an earlier one of their thread was not stored yet",

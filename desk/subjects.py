@@ -157,3 +157,37 @@ async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> N
             await js.update_stream(config)
     for stream, consumer in CONSUMERS.items():
         await js.add_consumer(stream, consumer)
+
+
+# -- mail (workers/mailer.py; docs/architecture.md, "Email") ----------------------------------------------------------
+# One job per email to send (a row of mail_deliveries); the mailer retries it with its own backoff, so the
+# consumer never gives up by itself (max_deliver -1) and waits long enough for a slow mail server.
+MAIL_STREAM = "DESK_MAIL"
+MAIL_CONSUMER = "mailer"
+MAIL_ACK_WAIT_SECONDS = 60.0
+
+
+def mail_job(tenant_id: uuid.UUID | str) -> str:
+    return f"desk.mail.{tenant_id}"
+
+
+def mail_msg_id(delivery_id: int) -> str:
+    return f"mail:{delivery_id}"
+
+
+STREAMS.append(
+    StreamConfig(
+        name=MAIL_STREAM,
+        subjects=["desk.mail.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    )
+)
+CONSUMERS[MAIL_STREAM] = ConsumerConfig(
+    durable_name=MAIL_CONSUMER,
+    ack_policy=AckPolicy.EXPLICIT,
+    ack_wait=MAIL_ACK_WAIT_SECONDS,
+    max_deliver=-1,
+    filter_subject="desk.mail.>",
+)

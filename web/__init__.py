@@ -141,6 +141,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(vendor.bp)
     app.register_blueprint(admin_export_bp)  # an admin's download of conversations (web/admin/export.py)
+    from web.admin.mail import bp as admin_mail_bp
+
+    app.register_blueprint(admin_mail_bp)  # the tenant's mail server and a test email (web/admin/mail.py)
     metrics.install(app)
     security.install(app)
     admin.install(app)  # the admin and platform pages, and the tenant's rules on every request (docs/admin.md)

@@ -9,7 +9,7 @@ import sys
 from nats.aio.client import Client
 
 from desk import settings, subjects
-from workers import base, router, store, sweeper
+from workers import base, mailer, router, store, sweeper
 
 CONSUMERS = {
     "store": (subjects.IN_STREAM, subjects.STORE_CONSUMER, store.handle),
@@ -29,6 +29,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"unknown worker(s): {', '.join(unknown)}; choose from {', '.join(CONSUMERS)}")
     # The router also listens to the consoles' events (workers/router.py, `listen`).
     beside = [sweep, router.listen] if "router" in names else [sweep]
+    beside.append(mailer.run)  # emails: agents' replies, missed chats, transcripts (workers/mailer.py)
     base.run([CONSUMERS[name] for name in names], name="worker:" + "+".join(names), beside=beside)
 
 

@@ -108,6 +108,7 @@ def create_session() -> ResponseReturnValue:
         visitor_context.record_visit(visitor, proved, page, found, email=email, attributes=attributes)
         session.commit()
         agents_online = session.scalar(online_agent()) is not None
+        hours = _offline.hours_of(session)  # outside business hours the widget offers a message form
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
     identification: dict[str, Any] = {"identified": proved is not None}
     if identity is not None and proved is None:
@@ -120,6 +121,7 @@ def create_session() -> ResponseReturnValue:
         ws_url=f"{ws_base}/ws/visitor",
         site_name=site.name,
         agents_online=agents_online,
+        hours=hours,
         upload_max_bytes=config.limits.upload_bytes,
         widget=widget_settings.effective(site.widget),
         **identification,
@@ -149,3 +151,4 @@ def demo() -> ResponseReturnValue:
 
 
 from web.widget_api import attachments as _attachments  # noqa: E402, F401 - its routes join this blueprint
+from web.widget_api import offline as _offline  # noqa: E402 - offline messages, transcripts, business hours
