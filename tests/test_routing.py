@@ -6,6 +6,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from desk.actions.conversations import Conflict, do_assign
 from desk.actions.routing import do_route_conversation
 from desk.db import tenant_session
 from tests.factories import assignee_of, new_agent, new_conversation
@@ -63,3 +64,30 @@ def test_routers_racing_on_one_conversation_assign_it_once(tenant: uuid.UUID) ->
     [winner] = [r for r in results if r is not None]
     assert winner in agents
     assert assignee_of(tenant, conversation) == winner
+
+
+
+def test_a_router_and_an_agent_taking_the_chat_at_once_give_it_to_one_of_them(tenant: uuid.UUID) -> None:
+    online = new_agent(tenant)
+    taker = new_agent(tenant, presence="away")  # takes it by hand; routing would never choose them
+
+    def router(conversation: uuid.UUID, start: threading.Barrier) -> uuid.UUID | None:
+        start.wait()
+        return route(tenant, conversation)
+
+    def agent_takes(conversation: uuid.UUID, start: threading.Barrier) -> bool:
+        start.wait()
+        with tenant_session(tenant) as session:
+            try:
+                do_assign(session, conversation, taker, taker, expected=None)
+                return True
+            except Conflict:
+                return False
+
+    for _ in range(5):
+        conversation, start = new_conversation(tenant), threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            routed, took = pool.submit(router, conversation, start), pool.submit(agent_takes, conversation, start)
+            routed_to, taken = routed.result(), took.result()
+        assert (routed_to is None) == taken  # exactly one of them got it
+        assert assignee_of(tenant, conversation) == (taker if taken else online)

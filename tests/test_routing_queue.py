@@ -7,21 +7,24 @@ tenant's routing limits that the admin form does not offer yet are written to `t
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import nats
 import pytest
 from sqlalchemy import select
 
-from desk import audit
+from desk import audit, bus, subjects
 from desk.actions.agents import do_update_agent
 from desk.db import system_session, tenant_session
 from desk.models import Conversation, ConversationEvent, Tenant, User
 from desk.queries.queue import queue_places
 from tests.clients import Agent, Visitor
 from tests.conftest import Stack
+from tests.factories import new_agent, new_conversation
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -50,11 +53,11 @@ def set_routing(tenant_id: uuid.UUID, **values: Any) -> None:
         session.commit()
 
 
-def set_capacity(tenant_id: uuid.UUID, email: str, max_chats: int) -> None:
-    """What an admin does on the agents page: the owner sets the agent's max concurrent chats."""
+def set_capacity(tenant_id: uuid.UUID, who: str | uuid.UUID, max_chats: int) -> None:
+    """What an admin does on the agents page: the owner sets the agent's (email or id) max concurrent chats."""
     with tenant_session(tenant_id) as session:
         owner = session.scalar(select(User).where(User.role == "owner"))
-        agent = session.scalar(select(User).where(User.email == email))
+        agent = session.scalar(select(User).where(User.id == who if isinstance(who, uuid.UUID) else User.email == who))
         assert owner is not None and agent is not None
         do_update_agent(session, owner, audit.Client(), agent.id, {"max_chats": str(max_chats), "team_ids": []})
 
@@ -227,3 +230,52 @@ def test_an_agent_going_away_hands_unanswered_chats_back_and_keeps_answered_ones
     who = lambda c: names(tid).get(conversations(tid)[c].assignee_id)  # noqa: E731
     eventually(lambda: who(unanswered) == ivy_login["email"], "the unanswered chat moved to Ivy")
     assert who(answered) == hal_login["email"]
+
+
+def test_router_workers_racing_on_the_same_conversations_assign_each_once_within_capacity(stack: Stack) -> None:
+    tenant = stack.bootstrap()
+    tid = tenant_id_of(tenant)
+    set_routing(tid, open_timeout_seconds=0)
+    agents = [new_agent(tid), new_agent(tid)]
+    for agent in agents:
+        set_capacity(tid, agent, 1)
+    chats = [new_conversation(tid) for _ in range(3)]  # stored without a routing job: the test sends them
+    extra = [f"router-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for name in extra:  # two more router processes beside the stack's worker
+        stack.start(name, f"{sys.executable} -m workers router")
+    try:
+        assert stack.log_dir is not None
+        for name in extra:
+            log = stack.log_dir / f"{name}.log"
+            eventually(lambda log=log: log.exists() and "sweeping every" in log.read_text(), f"{name} started")
+
+        async def race() -> None:
+            nc = await nats.connect(stack.env["NATS_URL"])
+            js = nc.jetstream()
+            jobs = [
+                js.publish(
+                    subjects.route_job(tid),
+                    bus.encode({"conversation_id": str(chat)}),
+                    headers={"Nats-Msg-Id": f"race:{chat}:{n}"},  # four distinct jobs per conversation
+                )
+                for chat in chats
+                for n in range(4)
+            ]
+            await asyncio.gather(*jobs)
+            info = await js.consumer_info(subjects.JOBS_STREAM, subjects.ROUTE_CONSUMER)
+            while info.num_pending or info.num_ack_pending:  # every job handled by some router
+                await asyncio.sleep(0.1)
+                info = await js.consumer_info(subjects.JOBS_STREAM, subjects.ROUTE_CONSUMER)
+            await nc.close()
+
+        asyncio.run(race())
+    finally:
+        for name in extra:
+            stack.stop(name)
+    state = conversations(tid)
+    assignees = [state[c].assignee_id for c in chats]
+    assert sorted(map(str, filter(None, assignees))) == sorted(map(str, agents))  # one each: capacity 1
+    assert assignees[2] is None  # the third waits
+    with tenant_session(tid) as session:
+        assigned = select(ConversationEvent.conversation_id).where(ConversationEvent.kind == "assigned")
+        assert sorted(map(str, session.scalars(assigned))) == sorted(str(c) for c in chats[:2])  # each once
