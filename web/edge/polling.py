@@ -44,6 +44,7 @@ async def _link(request: Request) -> VisitorLink | Response:
     if limited is not None:
         response = _reply(request, limited.body(), 429)
         response.headers["Retry-After"] = str(limited.retry_after)
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
         return response
     claims = await authorize(config, request.query_params.get("token", ""), request.headers.get("origin"))
     if isinstance(claims, Refusal):

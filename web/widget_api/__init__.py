@@ -40,6 +40,7 @@ def _cors(response: Response) -> Response:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Headers"] = "Content-Type"
         response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"  # the widget waits that long on a 429
         response.headers["Vary"] = "Origin"
     return response
 
