@@ -247,6 +247,9 @@ def _end_revoked_session() -> ResponseReturnValue | None:
         return None
     logout_user()
     session.clear()
+    if request.headers.get("HX-Request"):
+        # A fragment request: htmx would put the login page inside the console; this takes the whole tab there.
+        return "", 401, {"HX-Redirect": url_for("auth.login", revoked=1)}
     return redirect(url_for("auth.login", revoked=1))
 
 
