@@ -98,6 +98,7 @@
     ".m.visitor{align-self:flex-end;background:#dfe8ff}.m.grouped{margin-top:-5px}.m.grouped .who{display:none}.m.pending{opacity:.7}.m.welcome{align-self:flex-start}" +
     ".m small{display:block;color:#667085;font-size:11px}.m .meta{text-align:right;margin-top:2px}.m a{color:#1d4ed8;text-decoration:underline}" +
     ".m[data-state=failed]{outline:1px solid #b42318}.m[data-state=failed] .st{color:#b42318}" +
+    ".m.system{align-self:center;background:none;box-shadow:none;color:#667085;font-size:12px;text-align:center}.m.system .who{display:none}" +
     ".queue{background:#eef4ff;color:#1d3a8a;padding:6px 12px;font-size:13px}" +
     ".typing{padding:2px 12px;font-size:12px;font-style:italic;color:#667085;background:#f5f6f8}" +
     "form{display:flex;align-items:flex-end;border-top:1px solid #e4e7ec;background:#fff}" +
@@ -500,6 +501,7 @@
     status.hidden = false;
     emailBox.hidden = !!s.agents_online || state.identified || load("gaveEmail", false);
     state.maxBytes = s.upload_max_bytes || state.maxBytes;
+    applyHours(s.hours);  // outside business hours: the message form (below)
   }
 
   // Leave a message: the email typed with it goes with a session request; until one has carried it, it waits
@@ -638,6 +640,123 @@
   function showOutbox() {
     state.outbox.forEach(function (m) { render({ client_id: m.client_id, sender: "visitor", body: m.body, at: m.at }, true); });
   }
+
+  // -- outside business hours, and email (docs/widget.md, "Outside business hours") ----------------------------
+  // The session says whether the team is in (`hours`); when it is not, a form takes an email and a message
+  // instead of the chat box, and the answer comes by email. The header's envelope emails the conversation.
+  var TM = zh ? {
+    leave: "请留言，我们会通过邮件回复您。", yourEmail: "您的邮箱", yourMessage: "您的留言", sendMessage: "发送留言",
+    badEmail: "请输入有效的邮箱地址，例如 name@example.com。", empty: "请输入留言内容。", notSent: "未能发送，请重试。",
+    thanks: "谢谢！我们会回复到 EMAIL。", transcript: "通过邮件发送此对话", sendTranscript: "发送",
+    transcriptSent: "已将此对话发送到 EMAIL。", away: "我们暂时不在。",
+    back: "我们将于 D H 回来（Z）。", days: { mon: "周一", tue: "周二", wed: "周三", thu: "周四", fri: "周五", sat: "周六", sun: "周日" }
+  } : {
+    leave: "Leave us a message and we'll reply by email.", yourEmail: "Your email", yourMessage: "Your message",
+    sendMessage: "Send message", badEmail: "Enter a valid email address, like name@example.com.",
+    empty: "Write your message.", notSent: "Not sent. Please try again.", thanks: "Thanks! We'll reply to EMAIL.",
+    transcript: "Email me this conversation", sendTranscript: "Send", transcriptSent: "We've sent this conversation to EMAIL.",
+    away: "We're away at the moment."
+  };
+  css += ".hours{background:#fffaeb;color:#7a2e0e;padding:8px 12px;font-size:13px}" +
+    ".offline{display:flex;flex-direction:column;align-items:stretch;gap:6px;padding:10px 12px;border-top:1px solid #e4e7ec;background:#fff}" +
+    ".offline input,.offline textarea{border:1px solid #d0d5dd;border-radius:6px;padding:8px;flex:none;max-height:none}" +
+    ".offline input[aria-invalid=true],.offline textarea[aria-invalid=true]{border-color:#b42318;background:#fef3f2}" +
+    ".offline button{align-self:flex-end;border:0;border-radius:6px;background:#2956d6;color:#fff;padding:8px 14px}" +
+    ".offline .err{color:#b42318;font-size:12px}.offline .ok{color:#027a48;font-size:13px}";
+  setColor(COLOR);
+  var hoursNote = h("div", "hours", { role: "status", hidden: "" });
+  function field(tag, label, attrs) { return h(tag, "", Object.assign({ "aria-label": label, placeholder: label }, attrs)); }
+  var offEmail = field("input", TM.yourEmail, { type: "email", autocomplete: "email", maxlength: "320" });
+  var offText = field("textarea", TM.yourMessage, { rows: "4" });
+  var offError = h("div", "err", { role: "alert", hidden: "" }), offDone = h("div", "ok", { role: "status", hidden: "" });
+  var offlineForm = h("form", "offline", { hidden: "", "aria-label": TM.leave },
+                      [h("div", "", {}, [TM.leave]), offEmail, offText, offError, h("button", "", { type: "submit" }, [TM.sendMessage])]);
+  var mailButton = h("button", "x", { type: "button", "aria-label": TM.transcript, title: TM.transcript, "aria-expanded": "false" }, ["✉"]);
+  var trEmail = field("input", TM.yourEmail, { type: "email", autocomplete: "email", maxlength: "320" });
+  var trError = h("div", "err", { role: "alert", hidden: "" }), trDone = h("div", "ok", { role: "status", hidden: "" });
+  var transcriptForm = h("form", "offline", { hidden: "", "aria-label": TM.transcript },
+                         [h("div", "", {}, [TM.transcript]), trEmail, trError, trDone, h("button", "", { type: "submit" }, [TM.sendTranscript])]);
+  closeButton.parentNode.insertBefore(mailButton, closeButton);
+  panel.insertBefore(hoursNote, list);
+  panel.insertBefore(transcriptForm, list);
+  panel.appendChild(offlineForm);
+  offEmail.value = trEmail.value = load("replyEmail", "") || "";
+
+  function backText(hours) {
+    if (!zh) return hours.text || TM.away;
+    if (!hours.back_time) return TM.away;
+    return TM.back.replace("D", TM.days[hours.back_weekday] || "").replace("H", hours.back_time).replace("Z", hours.timezone);
+  }
+  // Closed: the notice and the message form instead of the chat box (and of the "leave your email" box).
+  function applyHours(hours) {
+    var closed = !!hours && hours.open === false;
+    hoursNote.textContent = closed ? backText(hours) : "";
+    hoursNote.hidden = !closed;
+    offlineForm.hidden = !closed;
+    form.hidden = closed;
+    if (closed) { emailBox.hidden = true; status.textContent = hoursNote.textContent; }
+  }
+  function showError(node, input, text) {
+    node.textContent = text; node.hidden = !text;
+    if (input) input.setAttribute("aria-invalid", text ? "true" : "false");
+    if (input && text) input.focus();
+  }
+  function postJson(path, body) {
+    return fetch(origin + path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+      .then(function (r) { return r.json().catch(function () { return {}; }).then(function (data) { data.status_code = r.status; return data; }); });
+  }
+  // One client_id per draft: a retry after a network failure is stored once.
+  var draftId = load("offlineDraft", null);
+  offlineForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var email = offEmail.value.trim(), text = offText.value;
+    showError(offError, null, ""); offDone.hidden = true;
+    if (!EMAIL.test(email)) { showError(offError, offEmail, TM.badEmail); return; }
+    offEmail.setAttribute("aria-invalid", "false");
+    if (!text.trim()) { showError(offError, offText, TM.empty); return; }
+    offText.setAttribute("aria-invalid", "false");
+    if (!draftId) { draftId = newId().replace(/[^A-Za-z0-9_-]/g, ""); save("offlineDraft", draftId); }
+    postJson("/api/v1/widget/offline-message", { visitor_token: state.token, email: email, message: text, client_id: draftId })
+      .then(function (data) {
+        if (data.status_code === 202) {
+          draftId = null; save("offlineDraft", null); save("replyEmail", email);
+          offText.value = ""; trEmail.value = email;
+          offDone.textContent = TM.thanks.replace("EMAIL", email);
+          offlineForm.insertBefore(offDone, offError);
+          offDone.hidden = false;
+        } else if (data.status_code === 400 || data.status_code === 413) {
+          showError(offError, data.error === "invalid_email" ? offEmail : offText, data.message || TM.notSent);
+        } else {
+          showError(offError, null, TM.notSent);
+        }
+      }, function () { showError(offError, null, TM.notSent); });
+  });
+
+  var transcriptId = null;
+  mailButton.addEventListener("click", function () {
+    var show = transcriptForm.hidden;
+    transcriptForm.hidden = !show;
+    mailButton.setAttribute("aria-expanded", String(show));
+    trDone.hidden = true; showError(trError, null, "");
+    transcriptId = newId().replace(/[^A-Za-z0-9_-]/g, "");  // a double click on Send: one email
+    if (show) trEmail.focus();
+  });
+  transcriptForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var email = trEmail.value.trim();
+    trDone.hidden = true;
+    if (!EMAIL.test(email)) { showError(trError, trEmail, TM.badEmail); return; }
+    showError(trError, trEmail, "");
+    postJson("/api/v1/widget/transcript", { visitor_token: state.token, email: email, request_id: transcriptId })
+      .then(function (data) {
+        if (data.status_code === 202) {
+          save("replyEmail", email);
+          trDone.textContent = TM.transcriptSent.replace("EMAIL", email); trDone.hidden = false;
+        } else {
+          showError(trError, data.error === "invalid_email" ? trEmail : null, data.message || TM.notSent);
+        }
+      }, function () { showError(trError, null, TM.notSent); });
+  });
 
   // -- the public API: calls queued by the snippet's stub run first, so identify() is in the first session --
   var api = {
