@@ -183,6 +183,11 @@ def stack(database_url: str, nats_server: NatsServer, tmp_path_factory: pytest.T
         # Every test logs in from 127.0.0.1: the per-address login limit is tested on its own addresses
         # (tests/security/test_login_limits.py), not left to trip over wrong passwords elsewhere in the suite.
         DESKBELL_LOGIN_IP_MAX_FAILURES="100000",
+        # All test clients share 127.0.0.1: the per-address abuse limits (0: off) would add up across tests.
+        # tests/security/test_flood.py proves them on web processes of its own.
+        DESKBELL_CONNECTIONS_PER_IP_PER_MINUTE="0",
+        DESKBELL_SOCKETS_PER_IP="0",
+        DESKBELL_SESSIONS_PER_IP_PER_HOUR="0",
     )
     procfile = parse_procfile((ROOT / "Procfile").read_text()).processes
     subprocess.run(procfile["release"], shell=True, env=env, cwd=ROOT, check=True)
