@@ -19,7 +19,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from desk.models import User
@@ -100,14 +99,14 @@ def session_is_current(user: User | Any, data: Mapping[str, Any]) -> bool:
         return False
 
 
-def revoke_sessions(session: Session, user_id: Any) -> int:
-    """End every session of the user at their next request (the caller commits). Returns the new epoch."""
-    epoch = session.execute(
-        update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1).returning(
-            User.session_epoch
-        )
-    ).scalar_one()
-    return int(epoch)
+def revoke_sessions(session: Session, user: User) -> int:
+    """End every session of the user at their next request (the caller commits). Returns the new epoch.
+
+    Raised in SQL (two admins at once raise it twice) and through the ORM attribute, so web/edge/access.py sees
+    the change and ends the user's live streams at the commit."""
+    user.session_epoch = User.session_epoch + 1  # type: ignore[assignment]
+    session.flush()
+    return int(user.session_epoch)
 
 
 # -- two-factor -------------------------------------------------------------------------------------------------

@@ -123,9 +123,9 @@ def set_role(user_id: str) -> ResponseReturnValue:
 
 
 def _deactivate(session: Session, actor: User, user_id: Any) -> None:
-    act.do_set_active(session, actor, client(), user_id, False)
+    target = act.do_set_active(session, actor, client(), user_id, False)
     # Also ended for good: reactivating them later must not bring the old sessions back.
-    revoke_sessions(session, user_id)
+    revoke_sessions(session, target)
     session.commit()
 
 
@@ -152,7 +152,7 @@ def _target(session: Session, actor: User, user_id: Any) -> User:
 def do_sign_out_everywhere(session: Session, actor: User, user_id: Any) -> None:
     """Every session of the user ends at its next request, their console's live stream at its next reconnect."""
     target = _target(session, actor, user_id)
-    epoch = revoke_sessions(session, target.id)
+    epoch = revoke_sessions(session, target)
     record(session, actor, client(), "agent.sign_out", user_id=target.id, email=target.email, epoch=epoch)
     session.commit()
 
@@ -167,7 +167,7 @@ def do_reset_two_factor(session: Session, actor: User, user_id: Any) -> None:
     target.totp_enabled_at = None
     target.totp_last_step = None
     target.recovery_codes = []
-    revoke_sessions(session, target.id)
+    revoke_sessions(session, target)
     record(session, actor, client(), "agent.two_factor_reset", user_id=target.id, email=target.email)
     session.commit()
 

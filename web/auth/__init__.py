@@ -328,7 +328,7 @@ def change_password() -> ResponseReturnValue:
             return render_template("admin/password.html", error=error, done=False, min_length=length), 400
         user.password_hash = hash_password(new)
         # Whoever knew the old password is signed out; this browser goes on in the new epoch.
-        epoch = revoke_sessions(db, user.id)
+        epoch = revoke_sessions(db, user)
         audit.record(db, tenant_id=user.tenant_id, actor_id=user.id, action="account.password", client=client())
         db.commit()
     session[EPOCH] = epoch
