@@ -291,3 +291,56 @@ def test_rotation_without_the_old_key_leaves_those_values_and_says_which_key_is_
         assert crypto.census(session, tenant_id)["messages.body"] == {"k1": 2}  # untouched, not lost
         visitors = session.scalars(select(Visitor.id).where(Visitor.tenant_id == tenant_id)).all()
     assert visitors
+
+
+def test_an_export_holds_plain_text_and_an_import_is_encrypted_by_rotate_keys(
+    sealed: Stack, database_url: str, keys: None, tmp_path: Path
+) -> None:
+    import json
+    import secrets
+    import tarfile
+
+    from desk import migrate
+    from desk.embedded import ensure_database
+
+    tenant = sealed.bootstrap("agent")
+    seen = chat(sealed, tenant)
+    tenant_id = tenant_of(str(tenant["site_key"]))
+    with system_session() as session:
+        slug = str(session.scalar(select(Tenant.slug).where(Tenant.id == tenant_id)))
+
+    def deskbell(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+        env = {**sealed.env, "DATABASE_URL": url}
+        return subprocess.run(
+            [sys.executable, "-m", "desk.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+
+    out = tmp_path / "sealed.tar.gz"
+    exported = deskbell("export", "--tenant", slug, "--out", str(out), "--quiet", url=database_url)
+    assert exported.returncode == 0, exported.stderr
+    with tarfile.open(out) as tar:
+        lines = tar.extractfile("tables/messages.jsonl").read().decode().splitlines()  # type: ignore[union-attr]
+    assert sorted(json.loads(line)["body"] for line in lines) == [
+        f"My {SECRET} order is late",
+        f"Your {SECRET} order ships today",
+    ]
+
+    name = f"deskbell_sealed_{os.getpid()}_{secrets.token_hex(3)}"
+    there = ensure_database(database_url, name)
+    try:
+        migrate.upgrade(there)
+        imported = deskbell("import", str(out), "--quiet", url=there)
+        assert imported.returncode == 0, imported.stderr
+        sealed_now = deskbell("rotate-keys", "--tenant", slug, "--quiet", url=there)
+        assert sealed_now.returncode == 0, sealed_now.stderr
+        bodies = psql(there, "SELECT body FROM messages WHERE conversation_id = %s", uuid.UUID(seen["conversation_id"]))
+        assert len(bodies) == 2 and all(b.startswith("enc:v1:k1:") and SECRET not in b for (b,) in bodies)
+        with tenant_session(tenant_id, url=there) as session:
+            readable = session.scalars(select(Message.body).order_by(Message.seq)).all()
+        assert readable == [f"My {SECRET} order is late", f"Your {SECRET} order ships today"]
+    finally:
+        from desk.db import engine
+
+        engine(there).dispose()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
