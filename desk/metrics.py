@@ -71,3 +71,8 @@ ORDER_HELD = Counter(
     "Messages a store worker held, or handed back, because an earlier one of their thread was not stored yet",
     ["outcome"],
 )
+RATE_LIMITED = Counter(
+    "deskbell_rate_limited_total",
+    "Visitor connections and requests refused, or sockets closed, for going over an abuse limit (web/edge/abuse.py)",
+    ["limit"],
+)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from desk import protocol
+from desk import metrics, protocol
 from desk.settings import Limits
 
 # A table of buckets prunes its full (forgotten) buckets when it grows past this many keys, at most once a second.
@@ -45,6 +45,9 @@ class Limited:
     limit: str
     message: str
     retry_after: int
+
+    def __post_init__(self) -> None:
+        metrics.RATE_LIMITED.labels(self.limit).inc()  # made only when a client is refused
 
     def frame(self) -> dict[str, Any]:
         return protocol.rate_limited(self.limit, self.message, self.retry_after)
