@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -204,3 +205,26 @@ def test_wrong_two_factor_codes_count_toward_the_accounts_lock(brief: str, agent
     assert not thief.logged_in()
     reasons = [e.detail["reason"] for e in audit_of(agent["email"], "login.failure")]
     assert reasons == ["code", "code", "code", "locked"]
+
+
+def test_attempts_sent_all_at_once_to_two_processes_get_no_more_checks_than_one_at_a_time(
+    strict: str, stack: Stack, agent: dict[str, Any]
+) -> None:
+    address = new_address()
+    browsers = [Browser(url, address) for url in (strict, stack.base_url) for _ in range(15)]
+    for browser in browsers:
+        browser.anonymous()
+
+    def attempt(pair: tuple[int, Browser]) -> int:
+        n, browser = pair
+        data = {"email": agent["email"], "password": f"guess-{n}", "csrf_token": browser.token}
+        return browser.client.post("/login", data=data).status_code
+
+    with ThreadPoolExecutor(len(browsers)) as pool:
+        statuses = list(pool.map(attempt, enumerate(browsers)))
+
+    assert sorted(set(statuses)) in ([401, 429], [429])
+    reasons = [e.detail["reason"] for e in audit_of(agent["email"], "login.failure")]
+    assert len(reasons) == 30
+    # Each attempt is counted before its password is checked: three checks, then the growing delay, as in a row.
+    assert reasons.count("password") == 3
