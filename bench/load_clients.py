@@ -84,24 +84,27 @@ class VisitorClient:
         data = response.json()
         self.token = data["visitor_token"]
         self.welcomed.clear()
-        self.ws = await websockets.connect(
+        ws = await websockets.connect(
             f"{data['ws_url']}?token={self.token}", open_timeout=30, ping_interval=None, max_queue=None
         )
-        await self.ws.send(json.dumps({"type": "hello", "last_seq": self.last_seq}))
-        self.reader = asyncio.create_task(self._read(self.ws))
+        await ws.send(json.dumps({"type": "hello", "last_seq": self.last_seq}))
+        self.reader = asyncio.create_task(self._read(ws))
         await asyncio.wait_for(self.welcomed.wait(), 30)
+        # Only now do new messages go on this socket; until now they waited in the outbox, sent here.
+        self.ws = ws
         self.connected_at = asyncio.get_running_loop().time()
         for client_id, body in list(self.unacked.items()):
             await self._send_frame(client_id, body)
 
     async def close(self) -> None:
+        ws, self.ws = self.ws, None  # what is sent from now on waits in the outbox for the next socket
         if self.reader is not None:
             self.reader.cancel()
             with contextlib.suppress(BaseException):
                 await self.reader
-        if self.ws is not None:
+        if ws is not None:
             with contextlib.suppress(Exception):
-                await self.ws.close()
+                await ws.close()
 
     async def reconnect(self) -> None:
         """Connection churn: a visitor leaves the page and comes back (same token, hello with last_seq)."""
@@ -124,11 +127,13 @@ class VisitorClient:
         await self._send_frame(client_id, body)
 
     async def _send_frame(self, client_id: str, body: str) -> None:
-        try:
-            await self.ws.send(json.dumps({"type": "message", "client_id": client_id, "body": body}))
-        except websockets.ConnectionClosed:
-            self.record.error("send on closed socket")
-            asyncio.get_running_loop().create_task(self.reconnect())
+        """Send, or leave it in the outbox while there is no socket; a socket the server closed is noticed
+        (counted, and replaced) by its reader, which re-sends the outbox."""
+        ws = self.ws
+        if ws is None:
+            return
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps({"type": "message", "client_id": client_id, "body": body}))
 
     async def _read(self, ws: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -158,6 +163,7 @@ class VisitorClient:
         except websockets.ConnectionClosed as exc:
             if ws is self.ws:  # not one we closed ourselves
                 self.record.error(f"socket closed {exc.rcvd.code if exc.rcvd else ''}")
+                self.ws = None
                 loop.create_task(self.reconnect())
 
 
