@@ -273,6 +273,17 @@ def doctor(public_url: str | None, no_edge: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@main.command("mail")
+def mail_command() -> None:
+    """Is email getting out? Sent, failed and waiting emails, the last error; exit 1 while emails keep failing."""
+    from desk import mail_health
+
+    result = mail_health.check()
+    click.echo(result.line())
+    if not result.ok:
+        sys.exit(1)
+
+
 # -- export, import, backup, restore (desk/archive/; docs/operations.md, "Export, import, backup") -----------------
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -356,9 +358,20 @@ def test_while_the_mail_server_is_down_chat_goes_on_and_the_email_goes_out_when_
     other = clients.start_conversation(stack.base_url, shop["site_key"], "Still there?")
     assert bodies(shop["id"], uuid.UUID(other)) == ["Still there?"]
 
+    eventually(lambda: (tried() or delivery).attempts >= 2, "a second failed try")
+    doctor = mail_command(stack)
+    assert doctor.returncode == 1 and "FAIL  mail" in doctor.stdout and "Connection refused" in doctor.stdout
+
     server.start()
     try:
-        email = server.wait_for("joan@arc.test", "Re: your message", timeout=60)
+        email = server.wait_for("joan@arc.test", "Re: your message", timeout=90)
         assert "Yes, from 10:00." in email.text
     finally:
         server.stop()
+    assert mail_command(stack).returncode == 0
+
+
+def mail_command(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """`deskbell mail`, as an operator runs it."""
+    command = [sys.executable, "-m", "desk.cli", "mail"]
+    return subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
