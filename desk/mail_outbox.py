@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from desk import mail
+from desk import mail, metrics
 from desk.actions.admin import NotFound
 from desk.actions.lapses import Missed
 from desk.db import system_session, tenant_session
@@ -293,6 +293,7 @@ def deliver(job: Job, config: Settings, last_try: bool) -> Outcome:
             return Outcome("failed" if last_try else "retry", delivery.attempts, delivery.last_error)
         delivery.status, delivery.sent_at, delivery.last_error = "sent", datetime.now(UTC), ""
         session.commit()
+        metrics.MAIL_SENT.labels(delivery.kind).inc()
         return Outcome("sent", delivery.attempts)
 
 
