@@ -91,3 +91,38 @@ def test_a_router_and_an_agent_taking_the_chat_at_once_give_it_to_one_of_them(te
             routed_to, taken = routed.result(), took.result()
         assert (routed_to is None) == taken  # exactly one of them got it
         assert assignee_of(tenant, conversation) == (taker if taken else online)
+
+
+def admin_sets_routing(tenant: uuid.UUID, **form: str) -> None:
+    """The owner saves the admin panel's Routing form."""
+    from sqlalchemy import select
+
+    from desk import audit
+    from desk.actions.admin import do_update_settings
+    from desk.models import User
+
+    with tenant_session(tenant) as session:
+        owner = session.scalar(select(User).where(User.role == "owner"))
+        do_update_settings(session, owner, audit.Client(), "routing", form)
+
+
+def test_with_auto_assign_off_no_chat_is_routed_and_no_line_forms(tenant: uuid.UUID) -> None:
+    from desk.queries.queue import queue_places
+
+    admin_sets_routing(tenant, strategy="round_robin")  # the checkbox unticked
+    new_agent(tenant)
+    conversation = new_conversation(tenant)
+    assert route(tenant, conversation) is None
+    with tenant_session(tenant) as session:
+        assert queue_places(session) == []
+
+
+def test_the_strategy_the_admin_chose_is_the_one_used(tenant: uuid.UUID) -> None:
+    admin_sets_routing(tenant, auto_assign="on", strategy="least_busy")
+    ann, bob = new_agent(tenant), new_agent(tenant)
+    first, second, third = (new_conversation(tenant) for _ in range(3))
+    assert [route(tenant, first), route(tenant, second)] == [ann, bob]
+    with tenant_session(tenant) as session:
+        do_assign(session, first, ann, None)  # Ann hands hers back by hand: she has the fewest now
+    assert route(tenant, third) == ann
+    assert assignee_of(tenant, first) is None  # handed back by hand: it waits for an agent to take it

@@ -223,6 +223,7 @@ def do_assign(
         raise Conflict(f"Already taken by {holder.name}.")
     previous = _user(session, conversation.assignee_id)
     conversation.assignee_id = agent_id
+    conversation.queued_at = None  # out of routing's line: by hand now, given or taken back (desk/actions/routing.py)
     who = {"previous_id": str(previous.id), "previous_name": previous.name} if previous else {}
     if agent is None:
         return _record(session, conversation, actor, "unassigned", **who)
@@ -258,7 +259,7 @@ def do_transfer(
     limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, never mutated
 ) -> Change:
     """Hand the conversation to another agent, or to a team (whose agents pick it up: the assignee is cleared),
-    with a note for them, stored as the event's body. Commits."""
+    with a note for them, stored as the event's body. Commits. Either way it leaves routing's line."""
     if (agent_id is None) == (team_id is None):
         raise Invalid("Choose an agent or a team to transfer to.")
     note = _text(note, limits, "The transfer note", required=False)
@@ -266,6 +267,7 @@ def do_transfer(
     agent = _agent(session, agent_id) if agent_id is not None else None
     team = _team(session, team_id) if team_id is not None else None
     conversation = _lock(session, conversation_id)
+    conversation.queued_at = None
     previous = _user(session, conversation.assignee_id)
     source = {"from_id": str(previous.id), "from_name": previous.name} if previous else {}
     if agent is not None:
@@ -299,6 +301,7 @@ def do_resolve(session: Session, conversation_id: uuid.UUID, actor_id: uuid.UUID
     conversation.status = "resolved"
     conversation.resolved_at = datetime.now(UTC)
     conversation.snoozed_until = None
+    conversation.queued_at = None  # a waiting one resolved by hand leaves the line for good
     return _record(session, conversation, actor, "resolved", previous=previous)
 
 

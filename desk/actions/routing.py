@@ -79,10 +79,11 @@ def do_drain_queue(session: Session, tenant_id: uuid.UUID) -> list[Assigned]:
 
     Returns what was assigned, for the caller to publish (after the commit). With auto-assign off, nothing is.
     """
-    if not routing_settings(session)["auto_assign"]:
+    settings = routing_settings(session)
+    if not settings["auto_assign"]:
         session.rollback()
         return []
-    strategy = routing_settings(session)["strategy"]
+    strategy = settings["strategy"]
     _lock_tenant_routing(session, tenant_id)
     waiting = session.scalars(
         select(Conversation)
@@ -170,7 +171,8 @@ def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> tuple
     jobs are harmless: an assigned or resolved conversation is left alone.
     """
     tenant_id = session.scalar(select(Conversation.tenant_id).where(Conversation.id == conversation_id))
-    if tenant_id is None or not do_enqueue(session, conversation_id):
+    # With auto-assign off no line forms: agents take conversations from the Unassigned list.
+    if tenant_id is None or not routing_settings(session)["auto_assign"] or not do_enqueue(session, conversation_id):
         session.rollback()
         return None, []
     session.commit()
