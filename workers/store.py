@@ -20,10 +20,10 @@ import time
 import uuid
 from collections import defaultdict
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from desk import bus, metrics, settings, subjects
 from desk.actions.messages import Inbound, Stored, as_event, do_store_messages
@@ -31,6 +31,7 @@ from desk.db import tenant_session
 
 log = logging.getLogger(__name__)
 
+MSG_GET = f"$JS.API.STREAM.MSG.GET.{subjects.IN_STREAM}"
 RETRY_FIRST_SECONDS = 0.25  # a handed-back message's first redelivery delay; doubles per delivery
 RECHECK_SECONDS = (0.01, 0.2)  # first and longest pause between looks at the stream while holding
 
@@ -51,20 +52,31 @@ def _stream_seq(msg: Msg) -> int:
     return msg.metadata.sequence.stream
 
 
-async def _next_waiting(js: JetStreamContext, subject: str, from_seq: int) -> int | None:
-    """The stream sequence of the first message of `subject` still in DESK_IN at or after `from_seq`."""
+async def _next_waiting(nc: Client, subject: str, from_seq: int) -> int | None:
+    """The stream sequence of the first message of `subject` still in DESK_IN at or after `from_seq`.
+
+    JetStream's STREAM.MSG.GET, asked of the stream's leader (a replica answering a direct get may lag), read
+    for its sequence alone: nats-py's get_msg() also decodes the message, which costs more than the request.
+    """
+    request = json.dumps({"seq": from_seq, "next_by_subj": subject}).encode()
     try:
-        return (await js.get_msg(subjects.IN_STREAM, seq=from_seq, subject=subject, next=True)).seq
-    except NotFoundError:
-        return None
+        reply = await nc.request(MSG_GET, request, timeout=bus.PUBLISH_TIMEOUT)
+    except nats.errors.NoRespondersError as exc:
+        raise nats.errors.TimeoutError from exc  # JetStream is away: an outage, retried by workers/base.py
+    answer = json.loads(reply.data)
+    if "error" in answer:
+        if answer["error"].get("code") == 404:
+            return None
+        raise nats.js.errors.APIError.from_error(answer["error"])
+    return int(answer["message"]["seq"])
 
 
-async def _in_turn(js: JetStreamContext, subject: str, mine: list[Msg]) -> list[Msg]:
+async def _in_turn(nc: Client, subject: str, mine: list[Msg]) -> list[Msg]:
     """Of `mine` (one subject, in stream order), the leading run with nothing of the subject before it still
     waiting in the stream: those may be stored now, in this order."""
     # Ask for each message at once: is the first message left after its predecessor (or the start) itself?
     starts = [1] + [_stream_seq(m) + 1 for m in mine[:-1]]
-    found = await asyncio.gather(*(_next_waiting(js, subject, start) for start in starts))
+    found = await asyncio.gather(*(_next_waiting(nc, subject, start) for start in starts))
     turn: list[Msg] = []
     for msg, first in zip(mine, found, strict=True):
         # None or later: this message itself was acked meanwhile (a duplicate delivery); storing is idempotent.
@@ -74,16 +86,15 @@ async def _in_turn(js: JetStreamContext, subject: str, mine: list[Msg]) -> list[
     return turn
 
 
-async def _split(js: JetStreamContext, msgs: list[Msg]) -> tuple[list[Msg], list[Msg]]:
+async def _split(nc: Client, msgs: list[Msg]) -> tuple[list[Msg], list[Msg]]:
     """(in turn, waiting for an earlier message held elsewhere), both in stream order."""
+    ordered = sorted(msgs, key=_stream_seq)
     by_subject: dict[str, list[Msg]] = defaultdict(list)
-    for msg in sorted(msgs, key=_stream_seq):
+    for msg in ordered:
         by_subject[msg.subject].append(msg)
-    turns = await asyncio.gather(*(_in_turn(js, s, mine) for s, mine in by_subject.items()))
+    turns = await asyncio.gather(*(_in_turn(nc, s, mine) for s, mine in by_subject.items()))
     ready = {id(m) for turn in turns for m in turn}
-    in_turn = [m for m in sorted(msgs, key=_stream_seq) if id(m) in ready]
-    waiting = [m for m in sorted(msgs, key=_stream_seq) if id(m) not in ready]
-    return in_turn, waiting
+    return [m for m in ordered if id(m) in ready], [m for m in ordered if id(m) not in ready]
 
 
 async def _store_and_publish(nc: Client, msgs: list[Msg]) -> None:
@@ -122,22 +133,23 @@ async def _store_and_publish(nc: Client, msgs: list[Msg]) -> None:
 async def handle(nc: Client, msgs: list[Msg]) -> None:
     """Store what is in turn; hold the rest (kept in progress by workers/base.py) while the messages before
     them are stored elsewhere, then store them too, or hand them back to the stream to come again."""
-    js = nc.jetstream()
     # A retried batch may hold messages this handler settled on an earlier attempt.
     pending = [m for m in msgs if not m.is_acked]
+    if not pending:
+        return
     ordering = _ordering()
     deadline = time.monotonic() + ordering.hold_ms / 1000
     pause, longest = RECHECK_SECONDS
     counted: set[int] = set()
     while pending:
-        in_turn, waiting = await _split(js, pending)
+        in_turn, waiting = await _split(nc, pending)
         # The consumer's last delivery: stored now rather than never (JetStream would not deliver it again).
         last = [m for m in waiting if m.metadata.num_delivered >= subjects.MAX_DELIVER]
         if last:
             log.warning("storing %d message(s) out of turn at their last delivery", len(last))
             metrics.ORDER_HELD.labels("out_of_turn").inc(len(last))
             in_turn = sorted(in_turn + last, key=_stream_seq)
-            waiting = [m for m in waiting if m not in last]
+            waiting = [m for m in waiting if m.metadata.num_delivered < subjects.MAX_DELIVER]
         if in_turn:
             await _store_and_publish(nc, in_turn)
         if not waiting:
