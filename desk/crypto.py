@@ -21,7 +21,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -65,7 +65,7 @@ class Keyring:
         if self.active is None:
             return RAW + text if text.startswith(MARK) else text
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(self.keys[self.active]).encrypt(nonce, text.encode(), context.encode())
+        sealed = _aead(self.keys[self.active]).encrypt(nonce, text.encode(), context.encode())
         return f"{V1}{self.active}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
 
     def open(self, stored: str, context: str) -> str:
@@ -83,7 +83,7 @@ class Keyring:
             raise Unreadable(kid, "no such key in DESKBELL_ENCRYPTION_KEYS")
         try:
             raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-            return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode()).decode()
+            return _aead(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode()).decode()
         except (InvalidTag, ValueError) as exc:
             raise Unreadable(kid, "not a value this key sealed for this column") from exc
 
@@ -92,6 +92,11 @@ class Keyring:
         if self.active is None:
             return not stored.startswith(MARK) or stored.startswith(RAW)
         return stored.startswith(f"{V1}{self.active}:")
+
+
+@lru_cache(maxsize=16)
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(key)
 
 
 def key_id(stored: str | None) -> str | None:
@@ -240,7 +245,11 @@ def _rotate_column(
     following = text(
         f"SELECT {key}, {column} FROM {table} WHERE {where} AND {key} > :after ORDER BY {key} LIMIT :batch"
     )
-    update = text(f"UPDATE {table} SET {column} = :new WHERE {key} = :id AND {column} = :old")
+    # One statement a batch; a row whose value the application changed since it was read is left to it.
+    update = text(
+        f"UPDATE {table} SET {column} = v.new FROM unnest(CAST(:ids AS {_key_type(table)}[]), CAST(:olds AS text[]), "
+        f"CAST(:news AS text[])) AS v(id, old, new) WHERE {table}.{key} = v.id AND {table}.{column} = v.old"
+    )
     after: Any = None
     while True:
         # Keyset pagination: each batch starts after the last row of the one before, unreadable rows included.
@@ -255,11 +264,22 @@ def _rotate_column(
             except Unreadable:
                 done.unreadable[name] = done.unreadable.get(name, 0) + 1
         if changes:
-            session.execute(update, changes)
+            session.execute(
+                update,
+                {
+                    "ids": [c["id"] for c in changes],
+                    "olds": [c["old"] for c in changes],
+                    "news": [c["new"] for c in changes],
+                },
+            )
         session.commit()
         done.rewritten += len(changes)
         progress.advance(len(rows))
         after = rows[-1][0]
+
+
+def _key_type(table: str) -> str:
+    return "bigint" if table in ("messages", "conversation_events") else "uuid"
 
 
 class NoProgress:
