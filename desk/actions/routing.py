@@ -42,10 +42,11 @@ class Assigned:
     team_id: uuid.UUID | None
 
     def signal(self) -> dict[str, Any]:
-        """What the consoles hear: the same shape as an agent's action (desk/actions/conversations.py)."""
+        """What the consoles hear: the same shape as an agent's action (desk/actions/conversations.py), named
+        "routed" as the router has always said it (its event in the timeline is an `assigned` one)."""
         return signals.conversation_changed(
             self.conversation_id,
-            "assigned",
+            "routed",
             event_id=self.event_id,
             status="open",
             assignee_id=str(self.agent_id),
