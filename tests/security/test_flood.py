@@ -24,6 +24,7 @@ import websockets
 from desk.settings import Limits
 from tests.clients import Agent
 from tests.conftest import Stack
+from tests.factories import new_people
 
 DEFAULTS = Limits()
 # A web process of its own with small limits, so that going over each costs a few requests.
@@ -189,7 +190,7 @@ def test_a_socket_flood_and_a_frame_flood_are_throttled_while_a_visitor_keeps_ch
     stack: Stack, web_with_defaults: str
 ) -> None:
     base_url = web_with_defaults
-    tenant = stack.bootstrap("ada")
+    tenant = new_people()
     site_key = str(tenant["site_key"])
     opener, flooder, visitor_address = address(), address(), address()
 
@@ -233,8 +234,8 @@ def test_a_socket_flood_and_a_frame_flood_are_throttled_while_a_visitor_keeps_ch
     assert len(visitor.acks) == 30, "every message of the normal visitor is acked"
     conversation_id = next(iter(visitor.acks.values()))["conversation_id"]
     agent = Agent(base_url)
-    login = tenant["agents"][0]
-    assert agent.login(login["email"], login["password"]).status_code == 200
+    login = tenant["agent"]
+    assert isinstance(login, dict) and agent.login(login["email"], login["password"]).status_code == 200
     assert agent.thread(conversation_id) == visitor.sent, "and the agent sees every one"
     assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 200
 
@@ -251,7 +252,7 @@ def tight(stack: Stack) -> Iterator[str]:
 def test_a_socket_over_the_frame_rate_gets_an_error_frame_and_is_closed_while_others_stay_open(
     stack: Stack, tight: str
 ) -> None:
-    tenant = stack.bootstrap()
+    tenant = new_people()  # in-process: quicker than the CLI
     source = address()
     token = new_session(tight, str(tenant["site_key"]), source).json()["visitor_token"]
 
@@ -286,7 +287,7 @@ def test_a_socket_over_the_frame_rate_gets_an_error_frame_and_is_closed_while_ot
 def test_sockets_over_the_per_address_limits_are_turned_away_and_other_addresses_are_not(
     stack: Stack, tight: str
 ) -> None:
-    tenant = stack.bootstrap()
+    tenant = new_people()  # in-process: quicker than the CLI
     source, other = address(), address()
     token = new_session(tight, str(tenant["site_key"]), source).json()["visitor_token"]
 
@@ -319,7 +320,7 @@ def test_sockets_over_the_per_address_limits_are_turned_away_and_other_addresses
 
 
 def test_long_polls_count_as_connections_and_get_429_with_retry_after(stack: Stack, tight: str) -> None:
-    tenant = stack.bootstrap()
+    tenant = new_people()  # in-process: quicker than the CLI
     source = address()
     token = new_session(tight, str(tenant["site_key"]), source).json()["visitor_token"]
     with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=10) as http:
@@ -335,10 +336,37 @@ def test_long_polls_count_as_connections_and_get_429_with_retry_after(stack: Sta
     assert int(answers[-1].headers["Retry-After"]) >= 1
 
 
+def test_a_long_polling_post_carries_at_most_a_bursts_worth_of_frames_besides_messages(
+    stack: Stack, tight: str
+) -> None:
+    tenant = new_people()
+    source = address()
+    token = new_session(tight, str(tenant["site_key"]), source).json()["visitor_token"]
+    message = {"type": "message", "client_id": "m1", "body": "Hello over polling"}
+
+    def post(frames: list[dict[str, Any]]) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30) as http:
+            body = json.dumps({"frames": frames})
+            return http.post(f"{tight}/lp/visitor", params={"token": token}, content=body)
+
+    refused = post([{"type": "ping"}] * 6 + [message])
+    taken = post([{"type": "ping"}] * 5 + [message])
+
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json() == {
+        "error": "rate_limited",
+        "limit": "frames_per_second",
+        "message": "at most 5 frames besides messages in one request",
+    }
+    assert taken.status_code == 200
+    assert [f["type"] for f in taken.json()["frames"]] == ["pong"] * 5 + ["ack"]
+    assert taken.json()["frames"][-1]["seq"] == 1, "the refused request stored nothing"
+
+
 def test_new_sessions_per_address_are_limited_with_429_and_retry_after_but_resuming_is_not(
     stack: Stack, tight: str
 ) -> None:
-    tenant = stack.bootstrap()
+    tenant = new_people()  # in-process: quicker than the CLI
     site_key = str(tenant["site_key"])
     source = address()
     created = [new_session(tight, site_key, source) for _ in range(3)]
@@ -358,7 +386,7 @@ def test_new_sessions_per_address_are_limited_with_429_and_retry_after_but_resum
 
 
 def test_a_frame_over_the_size_limit_gets_an_error_frame_and_the_socket_stays_open(stack: Stack) -> None:
-    tenant = stack.bootstrap()
+    tenant = new_people()  # in-process: quicker than the CLI
     source = address()
     token = new_session(stack.base_url, str(tenant["site_key"]), source).json()["visitor_token"]
 

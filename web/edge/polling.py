@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
-from web.edge.abuse import EdgeLimits
+from web.edge.abuse import EdgeLimits, Limited
 from web.edge.hub import Hub
 from web.edge.thread import Refusal, VisitorLink, authorize
 
@@ -55,6 +55,18 @@ async def _link(request: Request) -> VisitorLink | Response:
     except BusUnavailable:
         return _reply(request, {"error": "unavailable", "message": "service unavailable; retry shortly"}, 503)
     return link
+
+
+def _too_many_frames(frames: list[Any], config: Settings) -> Limited | None:
+    """A request stands for one socket's worth of frames (docs/protocol.md, "Abuse limits"): at most `frame_burst`
+    frames besides messages, and at most `pending_messages` messages."""
+    limits = config.limits
+    messages = sum(isinstance(f, dict) and f.get("type") == "message" for f in frames)
+    if limits.frames_per_second > 0 and len(frames) - messages > max(1, limits.frame_burst):
+        return Limited("frames_per_second", f"at most {limits.frame_burst} frames besides messages in one request", 1)
+    if messages > limits.pending_messages:
+        return Limited("pending_messages", f"at most {limits.pending_messages} messages in one request", 1)
+    return None
 
 
 async def poll(request: Request) -> Response:
@@ -113,6 +125,12 @@ async def send(request: Request) -> Response:
             raise ValueError
     except ValueError:
         return _reply(request, {"error": "invalid_json", "message": 'body must be {"frames": [...]}'}, 400)
+    over = _too_many_frames(data["frames"], config)
+    if over is not None:  # refused whole, before anything is stored: the client sends them again, fewer at a time
+        response = _reply(request, over.body(), 429)
+        response.headers["Retry-After"] = str(over.retry_after)
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return response
     link = await _link(request)
     if isinstance(link, Response):
         return link
