@@ -102,5 +102,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM unwinds like Ctrl+C (asyncio cancels the run), so the stack's processes are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     main()

@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM unwinds like Ctrl+C (asyncio cancels the run), so the stack's processes are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if sys.argv[1:2] == ["serve"]:
         parser = argparse.ArgumentParser()
         parser.add_argument("serve")
