@@ -313,3 +313,8 @@ def test_expired_nonces_are_deleted_and_live_ones_kept(stack: Stack, ours: Tenan
         assert prune_expired(session) >= 1
         left = session.scalars(select(ApiNonce.expires_at).where(ApiNonce.key_id == key_id)).all()
     assert left and all(at > datetime.now(UTC) for at in left)
+
+
+def test_a_key_made_under_another_secret_key_is_refused_not_an_error(stack: Stack, ours: Tenant) -> None:
+    with stack.another_web(SECRET_KEY="another-" + secrets.token_urlsafe(16)) as elsewhere:
+        refused(call(elsewhere, ours.key, "GET", "/api/v1/conversations"), "unusable_key")

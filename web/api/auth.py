@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography.fernet import InvalidToken
 from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import delete, select, tuple_
@@ -89,7 +90,10 @@ def _check(session: Session, config: Settings) -> ApiKey:
         )
     if not signing.NONCE.fullmatch(nonce):
         raise Refused("bad_nonce", f"{signing.NONCE_HEADER} must be 16 to 128 of A-Z a-z 0-9 _ -", key=key)
-    secret = secret_of(key, current_app.config["SECRET_KEY"])
+    try:
+        secret = secret_of(key, current_app.config["SECRET_KEY"])
+    except InvalidToken:
+        raise Refused("unusable_key", "this key was made under another SECRET_KEY: create a new one", key=key) from None
     body = request.get_data(cache=True)
     expected = signing.signature(secret, request.method, signed_path(), stamp, nonce, body)
     if not signing.matches(expected, headers[signing.SIGNATURE_HEADER].lower()):
@@ -116,9 +120,7 @@ def _check(session: Session, config: Settings) -> ApiKey:
 def prune_expired(session: Session) -> int:
     """Delete up to PRUNE_ROWS nonces whose timestamps are out of the window (a replay of them is refused as
     stale anyway); returns how many. Commits."""
-    expired = (
-        select(ApiNonce.key_id, ApiNonce.nonce).where(ApiNonce.expires_at < datetime.now(UTC)).limit(PRUNE_ROWS)
-    )
+    expired = select(ApiNonce.key_id, ApiNonce.nonce).where(ApiNonce.expires_at < datetime.now(UTC)).limit(PRUNE_ROWS)
     deleted = session.execute(delete(ApiNonce).where(tuple_(ApiNonce.key_id, ApiNonce.nonce).in_(expired)))
     session.commit()
     return deleted.rowcount
