@@ -68,6 +68,21 @@ def do_follow_by_email(session: Session, visitor_id: uuid.UUID, email: str, reas
     return thread
 
 
+def follow_when_away(session: Session, visitor: Visitor, email: str) -> None:
+    """A visitor left `email` in the chat ("leave us a message" while no agent is online): agents' replies reach
+    them by email too once they seem to have left (`do_queue_replies`, `away`). Does not commit: part of the
+    caller's transaction (the session request)."""
+    session.flush()  # a visitor made by this request has its id, tenant and last_seq only once flushed
+    thread = session.get(MailThread, visitor.id)
+    if thread is None:
+        session.add(
+            MailThread(visitor_id=visitor.id, tenant_id=visitor.tenant_id, email=email, reason="away",
+                       mailed_seq=visitor.last_seq)
+        )  # fmt: skip
+    elif thread.reason == "away":
+        thread.email = email
+
+
 def do_queue_transcript(session: Session, visitor_id: uuid.UUID, email: str, request_id: str) -> MailDelivery:
     """The visitor's latest conversation, to be emailed to them; a repeated request (same id) is queued once.
     Commits."""
@@ -128,28 +143,43 @@ def do_queue_missed(mark: Missed) -> None:
         session.commit()
 
 
-def do_queue_replies(session: Session, lookback: timedelta) -> int:
+def do_queue_replies(session: Session, lookback: timedelta, away: timedelta | None = None) -> int:
     """Agents' replies in mail threads not looked at yet, queued as `reply:<message id>` deliveries; each
-    thread's `mailed_seq` moves on in the same transaction. A system session (every tenant). Commits."""
+    thread's `mailed_seq` moves on in the same transaction. A system session (every tenant). Commits.
+
+    In an "away" thread (an email left in the chat) a reply is emailed only once it is `away` old and the visitor
+    has not written since (they have probably left the page); younger replies wait for a later sweep, and a
+    visitor who wrote back read it in the chat. `away` None: such threads are not emailed."""
     threads = session.execute(
-        select(MailThread, Visitor.last_seq)
+        select(MailThread, Visitor.last_seq, Visitor.last_seen_at)
         .join(Visitor, Visitor.id == MailThread.visitor_id)
         .where(MailThread.mailed_seq < Visitor.last_seq)
         .with_for_update(of=MailThread, skip_locked=True)
         .limit(SWEEP_BATCH)
     ).all()
-    since = datetime.now(UTC) - lookback
+    now = datetime.now(UTC)
+    since = now - lookback
     queued = 0
-    for thread, last_seq in threads:
-        replies = session.execute(
-            select(Message.id, Message.conversation_id).where(
-                Message.visitor_id == thread.visitor_id,
-                Message.seq > thread.mailed_seq,
-                Message.seq <= last_seq,
-                Message.sender == "agent",
-                Message.created_at > since,
-            )
+    for thread, last_seq, last_seen_at in threads:
+        if thread.reason == "away" and away is None:
+            continue
+        messages = session.execute(
+            select(Message.id, Message.conversation_id, Message.seq, Message.sender, Message.created_at)
+            .where(Message.visitor_id == thread.visitor_id, Message.seq > thread.mailed_seq, Message.seq <= last_seq)
+            .order_by(Message.seq)
         ).all()
+        replies = []
+        waiting = thread.reason == "away"  # replies wait until the visitor seems gone
+        watermark = thread.mailed_seq if waiting else last_seq
+        for message_id, conversation_id, seq, sender, created_at in messages:
+            if waiting and created_at > now - away:  # type: ignore[operator]
+                break  # too young to tell whether the visitor is still there: a later sweep decides
+            if waiting and last_seen_at > created_at:
+                watermark = seq  # the visitor wrote after it: they read it in the chat
+                continue
+            if sender == "agent" and created_at > since:
+                replies.append((message_id, conversation_id))
+            watermark = max(watermark, seq)
         for message_id, conversation_id in replies:
             session.execute(
                 insert(MailDelivery)
@@ -164,7 +194,7 @@ def do_queue_replies(session: Session, lookback: timedelta) -> int:
                 .on_conflict_do_nothing(constraint="uq_mail_deliveries_key")
             )
             queued += 1
-        thread.mailed_seq = last_seq
+        thread.mailed_seq = watermark
     session.commit()
     return queued
 

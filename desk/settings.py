@@ -97,11 +97,13 @@ class Logins:
     max_failures: int = 10
     # Failed attempts from one address (an IPv6 /64) on any accounts that lock the address out.
     ip_max_failures: int = 50
-    # How long a lock lasts; failures older than this are forgotten.
+    # How long a lock lasts.
     lockout_seconds: int = 15 * 60
     # Failures on an account before each further attempt must wait 1, 2, 4... seconds, at most delay_max_seconds.
     delay_after: int = 3
     delay_max_seconds: int = 30
+    # Failures are forgotten this long after the last one (and when a lock ends).
+    window_seconds: int = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -236,9 +238,12 @@ def _logins() -> Logins:
         lockout_seconds=_int("DESKBELL_LOGIN_LOCKOUT_SECONDS", Logins.lockout_seconds),
         delay_after=_int("DESKBELL_LOGIN_DELAY_AFTER", Logins.delay_after),
         delay_max_seconds=_int("DESKBELL_LOGIN_DELAY_MAX_SECONDS", Logins.delay_max_seconds),
+        window_seconds=_int("DESKBELL_LOGIN_WINDOW_SECONDS", Logins.window_seconds),
     )
-    if min(logins.max_failures, logins.ip_max_failures, logins.lockout_seconds) < 1:
-        raise RuntimeError("DESKBELL_LOGIN_MAX_FAILURES, _IP_MAX_FAILURES and _LOCKOUT_SECONDS must be at least 1")
+    if min(logins.max_failures, logins.ip_max_failures, logins.lockout_seconds, logins.window_seconds) < 1:
+        raise RuntimeError(
+            "DESKBELL_LOGIN_MAX_FAILURES, _IP_MAX_FAILURES, _LOCKOUT_SECONDS and _WINDOW_SECONDS must be at least 1"
+        )
     if min(logins.delay_after, logins.delay_max_seconds) < 0:
         raise RuntimeError("DESKBELL_LOGIN_DELAY_AFTER and DESKBELL_LOGIN_DELAY_MAX_SECONDS must not be negative")
     return logins
@@ -364,6 +369,9 @@ class Mail:
     republish_seconds: int = 900
     # A missed chat or a reply older than this is not emailed any more (a mail server down for days).
     lookback_hours: int = 24
+    # A visitor who left their email in the chat (the widget's "leave us a message" box) gets an agent's reply by
+    # email too when they have not written since it for this long (they have probably left; 0: never).
+    away_minutes: int = 10
 
 
 def _mail() -> Mail:
@@ -381,9 +389,12 @@ def _mail() -> Mail:
         attempts=_int("DESKBELL_MAIL_ATTEMPTS", Mail.attempts),
         republish_seconds=_int("DESKBELL_MAIL_REPUBLISH_SECONDS", Mail.republish_seconds),
         lookback_hours=_int("DESKBELL_MAIL_LOOKBACK_HOURS", Mail.lookback_hours),
+        away_minutes=_int("DESKBELL_MAIL_AWAY_MINUTES", Mail.away_minutes),
     )
     if min(mail.sweep_seconds, mail.timeout_seconds, mail.breaker_failures, mail.attempts, mail.inbound_port) < 1:
         raise RuntimeError("DESKBELL_MAIL_* settings must be at least 1")
+    if mail.away_minutes < 0:
+        raise RuntimeError("DESKBELL_MAIL_AWAY_MINUTES must not be negative (0 turns it off)")
     return mail
 
 

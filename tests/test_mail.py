@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from desk import audit, mail, mail_hours, mail_settings, metrics
+from desk import audit, mail, mail_hours, mail_outbox, mail_settings, metrics
 from desk.actions.hours import do_save_schedule
 from desk.db import system_session, tenant_session
 from desk.embedded import free_port, wait_for_port
@@ -183,6 +183,48 @@ def test_an_offline_message_lands_in_the_inbox_and_the_agents_reply_is_emailed(
     assert "Yes, within 30 days." in email.text
     assert str(email.message["Reply-To"]).startswith("reply+")
     assert mail.visitor_of_address(stack.env["SECRET_KEY"], str(email.message["Reply-To"])) == uuid.UUID(visitor_id)
+
+
+def test_a_visitor_who_left_their_email_in_the_chat_gets_the_reply_by_email_once_they_have_gone(
+    stack: Stack, shop: dict[str, Any], smtp: SmtpServer
+) -> None:
+    async def chat(email: str, first: str, second: str | None = None) -> tuple[str, clients.Visitor]:
+        """The widget's "leave us a message" box: the email goes with a session request, then the message."""
+        answer = await asyncio.to_thread(
+            httpx.post,
+            f"{stack.base_url}/api/v1/widget/session",
+            json={"site_key": shop["site_key"], "email": email},
+            timeout=10,
+        )
+        visitor = clients.Visitor(stack.base_url, shop["site_key"], token=answer.json()["visitor_token"])
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "m1", "body": first})
+        conversation_id = (await visitor.expect("ack"))["conversation_id"]
+        return conversation_id, visitor
+
+    async def scenario() -> tuple[str, str]:
+        gone, left = await chat("gone@away.test", "Price of the red kettle?")
+        stays, stayer = await chat("stays@here.test", "Price of the blue kettle?")
+        agent = clients.logged_in_agent(stack.base_url, shop)
+        await asyncio.to_thread(agent.reply, gone, "It is 40 euros.")
+        await asyncio.to_thread(agent.reply, stays, "It is 35 euros.")
+        while (await stayer.expect("message")).get("sender") != "agent":  # the reply reaches the open chat
+            pass
+        await stayer.send({"type": "message", "client_id": "m2", "body": "Thanks!"})
+        await stayer.expect("ack")
+        await left.close()
+        await stayer.close()
+        return gone, stays
+
+    gone, _ = asyncio.run(scenario())
+    # The sweep of a worker whose DESKBELL_MAIL_AWAY_MINUTES has passed (the stack's waits 10 minutes).
+    with system_session() as session:
+        mail_outbox.do_queue_replies(session, timedelta(hours=1), away=timedelta(0))
+    email = smtp.wait_for("gone@away.test", "Re: your message")
+    assert "It is 40 euros." in email.text
+    with tenant_session(shop["id"]) as session:
+        replies = session.scalars(select(MailDelivery.recipients).where(MailDelivery.kind == "reply")).all()
+    assert replies == [["gone@away.test"]]  # the visitor who wrote back read it in the chat
 
 
 def test_the_visitors_email_reply_comes_back_into_the_thread(

@@ -49,7 +49,8 @@ lapses.MISSED_HOOKS.append(_missed)
 
 def _queue_and_take(config: settings.Settings) -> list[Job]:
     with system_session() as session:  # every tenant's outbox, on purpose
-        mail_outbox.do_queue_replies(session, timedelta(hours=config.mail.lookback_hours))
+        away = timedelta(minutes=config.mail.away_minutes) if config.mail.away_minutes else None
+        mail_outbox.do_queue_replies(session, timedelta(hours=config.mail.lookback_hours), away)
         return mail_outbox.do_take_unpublished(session, timedelta(seconds=config.mail.republish_seconds))
 
 

@@ -107,6 +107,8 @@ def create_session() -> ResponseReturnValue:
             session, site.id, claims.visitor_id if claims else None, proved.external_id if proved else None
         )
         visitor_context.record_visit(visitor, proved, page, found, email=email, attributes=attributes)
+        if email and visitor.email == email:  # left in the chat: replies by email once they have gone (mail)
+            _offline.follow_when_away(session, visitor, email)
         session.commit()
         agents_online = session.scalar(online_agent()) is not None
         hours = _offline.hours_of(session)  # outside business hours the widget offers a message form

@@ -24,6 +24,7 @@ from desk.actions.hours import schedule_of
 from desk.actions.messages import Inbound
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
+from desk.models import Visitor
 from desk.protocol import FrameError, validate_body
 from desk.settings import Settings
 from web.widget_api import _error, bp
@@ -35,6 +36,11 @@ OFFLINE_PREFIX = "offline:"
 def hours_of(session: Session) -> dict[str, Any]:
     """The tenant's business hours as the session response carries them: open, or when they are back."""
     return mail_hours.status(schedule_of(session, None)).as_json()
+
+
+def follow_when_away(session: Session, visitor: Visitor, email: str) -> None:
+    """The email a visitor left in the chat: agents' replies reach it once they have gone (desk/mail_outbox.py)."""
+    mail_outbox.follow_when_away(session, visitor, email)
 
 
 def _visitor(data: dict[str, Any]) -> tokens.VisitorClaims | None:
