@@ -112,15 +112,16 @@ def test_the_login_limits_come_from_the_environment_with_defaults() -> None:
     with mock.patch.dict(os.environ):
         for name in [n for n in os.environ if n.startswith("DESKBELL_LOGIN_")]:
             del os.environ[name]
-        assert settings.load().logins == settings.Logins(10, 50, 900, 3, 30)
+        assert settings.load().logins == settings.Logins(10, 50, 900, 3, 30, 900)
         os.environ.update(
             DESKBELL_LOGIN_MAX_FAILURES="5",
             DESKBELL_LOGIN_IP_MAX_FAILURES="100",
             DESKBELL_LOGIN_LOCKOUT_SECONDS="60",
             DESKBELL_LOGIN_DELAY_AFTER="0",
             DESKBELL_LOGIN_DELAY_MAX_SECONDS="10",
+            DESKBELL_LOGIN_WINDOW_SECONDS="3600",
         )
-        assert settings.load().logins == settings.Logins(5, 100, 60, 0, 10)
+        assert settings.load().logins == settings.Logins(5, 100, 60, 0, 10, 3600)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +131,7 @@ def test_the_login_limits_come_from_the_environment_with_defaults() -> None:
         {"DESKBELL_LOGIN_IP_MAX_FAILURES": "0"},
         {"DESKBELL_LOGIN_LOCKOUT_SECONDS": "0"},
         {"DESKBELL_LOGIN_DELAY_AFTER": "-1"},
+        {"DESKBELL_LOGIN_WINDOW_SECONDS": "0"},
     ],
 )
 def test_a_login_limit_that_would_not_limit_stops_the_process(bad: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
 """Login brute force (issue 7): attempts are limited per account and per address, with growing delays and a
 temporary lock, by every web process alike (the counts are in PostgreSQL); every attempt is in the audit log.
 
-Two web processes with their own settings: `strict` locks an account for a minute (the brute force) and an
-address after 20 failures, `brief` an account after 3 failures for 2 seconds (what happens when a lock ends).
+Web processes with their own settings: `strict` locks an account for a minute (the brute force) and an address
+after 20 failures; `brief` locks an account after 3 failures for 2 seconds (what happens when a lock ends);
+`patient` makes attempts wait from the first failure, at most 4 seconds (the growing delay, with waits longer
+than a request takes on a busy machine).
 Each test speaks from its own loopback address (127.x.y.z), so the address limits of one test never meet another's.
 """
 
@@ -32,6 +34,7 @@ STRICT = {
     "DESKBELL_LOGIN_IP_MAX_FAILURES": "20",
 }
 BRIEF = {"DESKBELL_LOGIN_LOCKOUT_SECONDS": "2", "DESKBELL_LOGIN_MAX_FAILURES": "3", "DESKBELL_LOGIN_DELAY_AFTER": "10"}
+PATIENT = {"DESKBELL_LOGIN_DELAY_AFTER": "1", "DESKBELL_LOGIN_DELAY_MAX_SECONDS": "4"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,12 @@ def strict(stack: Stack) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def brief(stack: Stack) -> Iterator[str]:
     with stack.another_web(**BRIEF) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def patient(stack: Stack) -> Iterator[str]:
+    with stack.another_web(**PATIENT) as url:
         yield url
 
 
@@ -127,10 +136,9 @@ def test_a_lock_made_by_one_web_process_holds_on_every_other(
 
 def test_the_right_password_works_again_once_the_lock_has_ended(brief: str, agent: dict[str, Any]) -> None:
     browser = Browser(brief)
-    for n in range(3):
-        browser.try_login(agent["email"], f"guess-{n}")
-    locked = browser.try_login(agent["email"], agent["password"])
-    assert locked.status_code == 429 and "try again in 2 seconds" in locked.text
+    answers = [browser.try_login(agent["email"], f"guess-{n}") for n in range(3)]
+    assert [a.status_code for a in answers] == [401, 401, 429]
+    assert "Too many attempts, try again in 2 seconds." in answers[-1].text
 
     time.sleep(2.5)  # BRIEF's lock
     assert browser.try_login(agent["email"], agent["password"]).status_code == 302
@@ -138,19 +146,28 @@ def test_the_right_password_works_again_once_the_lock_has_ended(brief: str, agen
     assert audit_of(agent["email"], "login.success")
 
 
-def test_each_attempt_after_a_few_failures_must_wait_longer(strict: str, agent: dict[str, Any]) -> None:
-    browser = Browser(strict)
-    for n in range(3):
-        assert browser.try_login(agent["email"], f"guess-{n}").status_code == 401
+def test_each_attempt_after_a_failure_must_wait_longer(patient: str, agent: dict[str, Any]) -> None:
+    browser = Browser(patient)
+    waits = []
+    for n in range(7):  # waits of 1, 2, 4, 4... seconds after each failure: soon longer than a request takes
+        answer = browser.try_login(agent["email"], f"guess-{n}")
+        assert answer.status_code in (401, 429)
+        waits.append(int(answer.headers.get("Retry-After", 0)))
+        if waits[-1] == 4:
+            break
+    assert waits[-1] == 4 and waits[0] == 0  # the first failure is checked at once
+    assert "Too many attempts. Wait 4 seconds before trying again." in answer.text
 
-    # At once after the third failure: not checked, even with the right password, and counted.
+    # Sooner than that: not checked, even with the right password, and counted (the wait is the longest now).
     early = browser.try_login(agent["email"], agent["password"])
-    assert early.status_code == 429 and "Wait 2 seconds before trying again." in early.text
+    assert early.status_code == 429 and "Wait 4 seconds before trying again." in early.text
     assert not browser.logged_in()
 
-    time.sleep(2.2)
+    time.sleep(4.5)
     assert browser.try_login(agent["email"], agent["password"]).status_code == 302
     assert browser.logged_in()
+    reasons = [e.detail["reason"] for e in audit_of(agent["email"], "login.failure")]
+    assert reasons[-2:] == ["too_soon", "too_soon"]
 
 
 def test_an_address_with_too_many_failures_is_locked_out_whichever_account_it_tries(

@@ -11,7 +11,7 @@ concurrent attempts cannot slip past the limit together; a success takes its cou
   locked out for `lockout_seconds`. A success does not clear it (logging into one's own account between guesses
   must not help).
 
-Failures are forgotten `lockout_seconds` after the last one, and when a lock ends.
+Failures are forgotten `window_seconds` after the last one, and when a lock ends.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _row(db: Session, key: str, now: datetime, limits: Logins) -> LoginThrottle:
             populate_existing=True
         )
     ).one()
-    window = timedelta(seconds=limits.lockout_seconds)
+    window = timedelta(seconds=limits.window_seconds)
     lock_ended = row.locked_until is not None and row.locked_until <= now
     stale = row.last_failure_at is not None and now - row.last_failure_at >= window
     if lock_ended or (row.locked_until is None and stale):
