@@ -83,14 +83,15 @@ def timeline_bodies(agent: Agent, conversation_id: str) -> list[str]:
     return re.findall(r'<div class="body">(.*?)</div>', response.text, re.S)
 
 
-async def assert_every_view_in_sent_order(stack: Stack, visitor: Visitor, agent: Agent, conversation_id: str,
-                                          sent: list[str]) -> None:  # fmt: skip
+async def assert_every_view_in_sent_order(
+    stack: Stack, visitor: Visitor, agent: Agent, conversation_id: str, sent: list[str]
+) -> None:
     live = [f["body"] for f in visitor.frames if f["type"] == "message"]
     assert live == sent, "the visitor's socket delivered them in the order they were sent"
     seqs = [f["seq"] for f in visitor.frames if f["type"] == "message"]
     assert seqs == list(range(1, len(sent) + 1)), "seqs follow the sent order, without gaps or repeats"
 
-    again = Visitor(stack.base_url, tenant_site_key(visitor), token=visitor.token)
+    again = Visitor(stack.base_url, visitor.site_key, token=visitor.token)
     await again.connect(last_seq=0)
     replayed = [(await again.expect("message"))["body"] for _ in sent]
     await again.close()
@@ -98,10 +99,6 @@ async def assert_every_view_in_sent_order(stack: Stack, visitor: Visitor, agent:
 
     assert await asyncio.to_thread(agent.thread, conversation_id) == sent, "the console's page (a reload)"
     assert await asyncio.to_thread(timeline_bodies, agent, conversation_id) == sent, "the console's live pane"
-
-
-def tenant_site_key(visitor: Visitor) -> str:
-    return visitor.site_key
 
 
 def test_replies_and_visitor_messages_keep_their_sent_order_with_two_store_workers(
