@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -83,18 +83,37 @@ def follow_when_away(session: Session, visitor: Visitor, email: str) -> None:
         thread.email = email
 
 
-def do_queue_transcript(session: Session, visitor_id: uuid.UUID, email: str, request_id: str) -> MailDelivery:
-    """The visitor's latest conversation, to be emailed to them; a repeated request (same id) is queued once.
-    Commits."""
-    visitor = session.get(Visitor, visitor_id)
+class TooMany(Exception):
+    """The visitor asked for more transcripts than DESKBELL_MAIL_TRANSCRIPTS_PER_HOUR."""
+
+
+def do_queue_transcript(
+    session: Session, visitor_id: uuid.UUID, email: str, request_id: str, per_hour: int
+) -> MailDelivery:
+    """The visitor's latest conversation, to be emailed to them; a repeated request (same id) is queued once,
+    and at most `per_hour` an hour. Commits."""
+    visitor = session.get(Visitor, visitor_id, with_for_update=True)  # one count at a time per visitor
     if visitor is None:
         raise NotFound("No such visitor.")
+    key = f"transcript:{request_id}"
+    recent = session.scalar(
+        select(func.count())
+        .select_from(MailDelivery)
+        .join(Conversation, Conversation.id == MailDelivery.conversation_id)
+        .where(
+            Conversation.visitor_id == visitor_id,
+            MailDelivery.kind == "transcript",
+            MailDelivery.key != key,
+            MailDelivery.created_at > datetime.now(UTC) - timedelta(hours=1),
+        )
+    )
+    if (recent or 0) >= per_hour:
+        raise TooMany(f"at most {per_hour} transcripts an hour")
     conversation_id = session.scalar(
         select(Conversation.id).where(Conversation.visitor_id == visitor_id).order_by(Conversation.created_at.desc())
     )
     if conversation_id is None:
         raise NotFound("There is no conversation to send yet.")
-    key = f"transcript:{request_id}"
     session.execute(
         insert(MailDelivery)
         .values(

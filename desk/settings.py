@@ -372,6 +372,9 @@ class Mail:
     # A visitor who left their email in the chat (the widget's "leave us a message" box) gets an agent's reply by
     # email too when they have not written since it for this long (they have probably left; 0: never).
     away_minutes: int = 10
+    # Transcripts one visitor may have emailed in an hour (anyone can open a chat and type any address: this
+    # keeps the widget from being a way to send email to strangers).
+    transcripts_per_hour: int = 3
 
 
 def _mail() -> Mail:
@@ -390,6 +393,7 @@ def _mail() -> Mail:
         republish_seconds=_int("DESKBELL_MAIL_REPUBLISH_SECONDS", Mail.republish_seconds),
         lookback_hours=_int("DESKBELL_MAIL_LOOKBACK_HOURS", Mail.lookback_hours),
         away_minutes=_int("DESKBELL_MAIL_AWAY_MINUTES", Mail.away_minutes),
+        transcripts_per_hour=_int("DESKBELL_MAIL_TRANSCRIPTS_PER_HOUR", Mail.transcripts_per_hour),
     )
     if min(mail.sweep_seconds, mail.timeout_seconds, mail.breaker_failures, mail.attempts, mail.inbound_port) < 1:
         raise RuntimeError("DESKBELL_MAIL_* settings must be at least 1")

@@ -282,6 +282,13 @@ def test_a_visitor_asks_for_the_transcript_and_gets_it_by_email(
     with tenant_session(shop["id"]) as session:
         assert len(session.scalars(select(MailDelivery).where(MailDelivery.kind == "transcript")).all()) == 1
 
+    # Anyone can open a chat and type any address: a visitor gets 3 an hour (DESKBELL_MAIL_TRANSCRIPTS_PER_HOUR).
+    for _ in range(2):
+        assert transcript(stack.base_url, token, "linus@kernel.test", uuid.uuid4().hex).status_code == 202
+    refused = transcript(stack.base_url, token, "someone.else@victim.test", uuid.uuid4().hex)
+    assert refused.status_code == 429
+    assert refused.json()["message"] == "You can ask for 3 emails an hour. Try again later."
+
 
 def transcript(base_url: str, token: str, email: str, request_id: str) -> httpx.Response:
     body = {"visitor_token": token, "email": email, "request_id": request_id}

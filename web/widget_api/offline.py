@@ -115,9 +115,17 @@ def transcript() -> ResponseReturnValue:
     request_id = data.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         return _error(400, "invalid_request_id", "request_id must be 8 to 64 letters, digits, - or _")
+    config: Settings = current_app.config["DESKBELL"]
     with tenant_session(claims.tenant_id) as session:
         try:
-            mail_outbox.do_queue_transcript(session, claims.visitor_id, email, request_id)
+            mail_outbox.do_queue_transcript(
+                session, claims.visitor_id, email, request_id, config.mail.transcripts_per_hour
+            )
         except NotFound as exc:
             return _error(404, "no_conversation", str(exc))
+        except mail_outbox.TooMany:
+            limit = config.mail.transcripts_per_hour
+            response = _error(429, "too_many_transcripts", f"You can ask for {limit} emails an hour. Try again later.")
+            response.headers["Retry-After"] = "3600"
+            return response
     return jsonify(status="queued", email=email), 202
