@@ -351,3 +351,44 @@ def test_an_export_holds_plain_text_and_an_import_is_encrypted_by_rotate_keys(
         engine(there).dispose()
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopsAfter:
+    """A progress bar whose operator presses Ctrl-C after `batches` batches."""
+
+    def __init__(self, batches: int) -> None:
+        self.left = batches
+
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            raise Interrupted
+
+    def finish(self) -> None:
+        pass
+
+
+def test_an_interrupted_rotation_loses_nothing_and_the_next_run_finishes_it(database_url: str, keys: None) -> None:
+    from tests.factories import new_conversation, new_tenant
+
+    tenant_id = new_tenant()
+    for _ in range(3):
+        new_conversation(tenant_id)  # this process has k1 active: stored sealed with k1
+    with system_session() as session:
+        assert crypto.census(session, tenant_id)["messages.body"] == {"k1": 3}
+        with pytest.raises(Interrupted):
+            crypto.rotate(session, ring("k2"), StopsAfter(2), batch=1, tenant_id=tenant_id)
+        session.rollback()
+        halfway = crypto.census(session, tenant_id)["messages.body"]
+        assert halfway == {"k1": 1, "k2": 2}  # each batch committed: some old, some new, none lost
+        crypto.rotate(session, ring("k2"), crypto.NoProgress(), batch=1, tenant_id=tenant_id)
+        assert all(set(c) <= {"k2"} for c in crypto.census(session, tenant_id).values())
+    with tenant_session(tenant_id) as session:
+        assert session.scalars(select(Message.body)).all() == ["Hello?"] * 3
