@@ -4,6 +4,7 @@ invitation, changing one's password), the two-factor codes' rules, and the login
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 from unittest import mock
@@ -137,3 +138,42 @@ def test_the_login_limits_come_from_the_environment_with_defaults() -> None:
 def test_a_login_limit_that_would_not_limit_stops_the_process(bad: dict[str, Any]) -> None:
     with mock.patch.dict(os.environ, bad), pytest.raises(RuntimeError, match="DESKBELL_LOGIN"):
         settings.load()
+
+
+def turn_on_two_factor(person: Person) -> str:
+    """Through the account page, as the browser test does; returns the key."""
+    page = person.get("/account/two-factor").text
+    found = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
+    assert found is not None
+    person.token = Person.csrf_of(page)
+    answer = person.post("/account/two-factor", {"code": pyotp.TOTP(found.group(1)).now()})
+    assert answer.status_code == 200 and "Two-factor is on." in answer.text
+    return found.group(1)
+
+
+def test_an_admin_resets_the_two_factor_of_an_agent_who_lost_their_phone(stack: Stack) -> None:
+    people = new_people()
+    agent = logged_in(stack.base_url, people["agent"])  # type: ignore[arg-type]
+    turn_on_two_factor(agent)
+    assert Person(stack.base_url).login(people["agent"]).headers["location"] == "/login/code"  # type: ignore[arg-type]
+
+    admin = logged_in(stack.base_url, people["admin"])  # type: ignore[arg-type]
+    assert "Two-factor on" in admin.get("/admin/agents").text
+    assert admin.post(f"/admin/agents/{people['agent']['id']}/two-factor/reset").status_code == 303  # type: ignore[index]
+    assert "Two-factor reset" in admin.get("/admin/agents").text
+
+    assert agent.get("/console").status_code == 302  # signed out
+    again = Person(stack.base_url)
+    assert again.login(people["agent"]).headers["location"] == "/console"  # type: ignore[arg-type]
+
+
+def test_turning_two_factor_off_takes_the_password(stack: Stack) -> None:
+    people = new_people()
+    agent = logged_in(stack.base_url, people["agent"])  # type: ignore[arg-type]
+    turn_on_two_factor(agent)
+
+    wrong = agent.post("/account/two-factor/off", {"password": "not my password"})
+    assert wrong.status_code == 400 and "two-factor stays on" in wrong.text
+    off = agent.post("/account/two-factor/off", {"password": people["agent"]["password"]})  # type: ignore[index]
+    assert off.status_code == 200 and "Two-factor is off." in off.text
+    assert Person(stack.base_url).login(people["agent"]).headers["location"] == "/console"  # type: ignore[arg-type]
