@@ -4,7 +4,7 @@ tenant's settings, read by web/auth), and the tenant itself: its deletion, by an
 
 from __future__ import annotations
 
-from flask import redirect, request, url_for
+from flask import current_app, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import logout_user
 
@@ -39,6 +39,8 @@ def _page(
         your_address=request.remote_addr,
         tenant=tenant,
         two_factor_required=two_factor_required(tenant),
+        # Routing's time limits: a tenant's own when stored, else these (desk/settings.py, DESKBELL_ROUTING_*).
+        routing_defaults=current_app.config["DESKBELL"].routing,
     )
 
 
