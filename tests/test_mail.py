@@ -240,6 +240,12 @@ def test_the_visitors_email_reply_comes_back_into_the_thread(
     reply["Subject"], reply["Message-ID"] = "Re: " + str(ours.message["Subject"]), "<reply-1@math.test>"
     quoted = "\n".join("> " + line for line in ours.text.splitlines())
     reply.set_content(f"The blue kettle, please.\n\nOn Fri, 27 Nov 2026, Shop wrote:\n{quoted}\n")
+    out_of_office = EmailMessage()
+    out_of_office["From"], out_of_office["To"] = "ada@math.test", str(ours.message["Reply-To"])
+    out_of_office["Subject"], out_of_office["Auto-Submitted"] = "Out of office", "auto-replied"
+    out_of_office.set_content("I am away until Monday.")
+    with smtplib.SMTP("127.0.0.1", inbound, timeout=10) as client:
+        client.send_message(out_of_office)  # taken, and dropped: no visitor wrote it
     for _ in range(2):  # the sending server retries: stored once
         with smtplib.SMTP("127.0.0.1", inbound, timeout=10) as client:
             client.send_message(reply)

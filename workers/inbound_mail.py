@@ -49,6 +49,18 @@ def text_of(message: EmailMessage) -> str:
     return content
 
 
+def automatic(message: EmailMessage, mail_from: str | None) -> bool:
+    """A bounce (empty sender), an auto-reply (RFC 3834 Auto-Submitted, or the older Precedence and X-Autoreply
+    headers) or a mailing list's copy."""
+    if not (mail_from or "").strip("<> "):
+        return True
+    if str(message.get("Auto-Submitted", "no")).strip().lower() != "no":
+        return True
+    if str(message.get("Precedence", "")).strip().lower() in ("bulk", "junk", "list", "auto_reply"):
+        return True
+    return message.get("X-Autoreply") is not None or message.get("List-Id") is not None
+
+
 def client_id_of(message: EmailMessage, raw: bytes) -> str:
     """Stable for one email: from its Message-ID, or its bytes when it has none."""
     source = (message.get("Message-ID") or "").strip().encode() or raw
@@ -87,6 +99,11 @@ class Handler:
         assert visitor_id is not None  # RCPT checked it
         raw = envelope.original_content or b""
         message: Any = email.message_from_bytes(raw, policy=email.policy.default)
+        if automatic(message, envelope.mail_from):
+            # Taken (a refusal would only bounce back to a robot) and dropped: an out-of-office or a bounce is no
+            # visitor's message.
+            log.info("inbound mail: automatic email to %s dropped", envelope.rcpt_tos[0])
+            return "250 OK"
         body = mail.strip_quoted(text_of(message))[: self.config.limits.message_chars]
         if not body or not storable(body):
             return "550 5.6.0 The reply has no text above the quoted email"
