@@ -77,6 +77,22 @@ def test_deactivating_an_agent_ends_their_console_stream_at_once_and_no_one_else
     assert ("revoked", "deactivated") not in admins_stream.events
 
 
+def test_signing_an_agent_out_everywhere_ends_each_of_their_console_streams_at_once(stack: Stack) -> None:
+    people = new_people()
+    at_desk, on_laptop = logged_in(stack.base_url, people["agent"]), logged_in(stack.base_url, people["agent"])
+    admin = logged_in(stack.base_url, people["admin"])
+    streams = [Stream(at_desk), Stream(on_laptop)]
+    for stream in streams:
+        stream.wait_for(lambda e: e[0] == "resync")
+
+    assert admin.post(f"/admin/agents/{people['agent']['id']}/sign-out").status_code == 303
+
+    for stream in streams:
+        assert stream.ended.wait(20), f"a stream is still open; it heard {stream.events}"
+        assert stream.events[-1] == ("revoked", "signed_out")
+    assert stream_status(at_desk) == 401
+
+
 async def closed_with(visitor: Visitor) -> tuple[list[dict[str, Any]], int | None]:
     """The frames a visitor's socket got until the server closed it, and the close code."""
     frames = []

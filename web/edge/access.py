@@ -37,8 +37,9 @@ def _changed(obj: Any, name: str) -> bool:
     return bool(inspect(obj).attrs[name].history.added)
 
 
-def _collect(session: Session, _flush: UOWTransaction) -> None:
-    """After each flush (the pre-flush lists are still there): what this transaction takes away."""
+def _collect(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    """Before each flush, while every change is still pending (an attribute set to an SQL expression, as
+    `session_epoch + 1`, is expired by its flush): what this transaction takes away."""
     found: list[tuple[uuid.UUID, dict[str, Any]]] = []
     for obj in session.dirty:
         if isinstance(obj, User) and _changed(obj, "is_active") and not obj.is_active:
@@ -76,8 +77,8 @@ def watch(publish: Publish | None) -> None:
     call replaces the publisher)."""
     global _publish
     _publish = publish
-    if not event.contains(Session, "after_flush", _collect):
-        event.listen(Session, "after_flush", _collect)
+    if not event.contains(Session, "before_flush", _collect):
+        event.listen(Session, "before_flush", _collect)
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_soft_rollback", lambda session, _tx: _after_rollback(session))
 
