@@ -65,13 +65,34 @@ def parse_networks(lines: str | Iterable[str]) -> list[str]:
     return networks
 
 
+# Routing's time limits (desk/actions/lapses.py): seconds, 0 = never; absent = the installation's default
+# (desk.settings.Routing, DESKBELL_ROUTING_*).
+ROUTING_LIMITS = {
+    "open_timeout_seconds": "Reassign a chat not opened within",
+    "missed_after_seconds": "Mark missed after waiting",
+    "idle_resolve_seconds": "Resolve idle conversations after",
+}
+ROUTING_SECONDS = (0, 7 * 24 * 3600)
+
+
+def _checked(value: object) -> bool:
+    return value not in (None, "", "0", "false", "off", False)
+
+
 def parse_routing(form: dict[str, Any]) -> dict[str, Any]:
-    """The routing section from a form: a checkbox `auto_assign` (present: on) and `strategy`."""
+    """The routing section from a form: a checkbox `auto_assign` (present: on), `strategy`, and, when the form
+    has them, routing's time limits (blank: the installation's default) and the checkbox `reopen_after_idle`."""
     strategy = form.get("strategy", DEFAULTS["routing"]["strategy"])
     if strategy not in STRATEGIES:
         raise InvalidSetting(f"strategy must be one of {', '.join(STRATEGIES)}")
-    auto = form.get("auto_assign")
-    return {"auto_assign": auto not in (None, "", "0", "false", "off", False), "strategy": strategy}
+    routing: dict[str, Any] = {"auto_assign": _checked(form.get("auto_assign")), "strategy": strategy}
+    for key, name in ROUTING_LIMITS.items():
+        value = form.get(key)
+        if value is not None and str(value).strip() != "":
+            routing[key] = _int(value, f"{name} (seconds)", ROUTING_SECONDS)
+    if "open_timeout_seconds" in form:  # the admin's whole form, where an unticked box is a "no"
+        routing["reopen_after_idle"] = _checked(form.get("reopen_after_idle"))
+    return routing
 
 
 def parse_security(form: dict[str, Any]) -> dict[str, Any]:

@@ -344,6 +344,8 @@ def test_labels_renamed_or_deleted_change_the_conversations_that_carry_them(data
     ("section", "form", "message"),
     [
         ("routing", {"strategy": "random"}, "strategy must be one of"),
+        ("routing", {"missed_after_seconds": "soon"}, "Mark missed after waiting \\(seconds\\) must be a whole number"),
+        ("routing", {"idle_resolve_seconds": "-1"}, "between 0 and 604800"),
         ("security", {"session_minutes": "1"}, "between 5 and 43200"),
         ("security", {"password_min_length": "six"}, "whole number"),
         ("security", {"console_networks": "10.0.0.0/33"}, "not an address range"),
@@ -366,6 +368,27 @@ def test_settings_start_from_the_defaults_and_keep_what_was_saved(database_url: 
     [entry] = audit_entries(people["tenant_id"], "settings.routing")
     assert entry.detail["before"] == {"auto_assign": True, "strategy": "round_robin"}
     assert entry.detail["after"] == {"auto_assign": False, "strategy": "least_busy"}
+
+
+def test_routing_time_limits_are_kept_and_blank_ones_fall_back_to_the_installation(database_url: str) -> None:
+    people = new_people()
+    form = {
+        "strategy": "round_robin",
+        "open_timeout_seconds": "90",
+        "missed_after_seconds": "",  # blank: the installation's default
+        "idle_resolve_seconds": "0",  # never
+    }  # reopen_after_idle unticked
+    with acting(people["tenant_id"], people["admin"]["id"]) as (session, admin):
+        do_update_settings(session, admin, HERE, "routing", form)
+    with tenant_session(people["tenant_id"]) as session:
+        saved = tenant_settings.effective(session.get(Tenant, people["tenant_id"]).settings)["routing"]
+    assert saved == {
+        "auto_assign": False,
+        "strategy": "round_robin",
+        "open_timeout_seconds": 90,
+        "idle_resolve_seconds": 0,
+        "reopen_after_idle": False,
+    }
 
 
 def test_console_networks_that_would_lock_the_admin_out_are_refused(database_url: str) -> None:
