@@ -563,5 +563,33 @@ def _print_demo_logins(env: dict[str, str]) -> None:
         click.echo(f"dev: demo tenant exists; its logins were printed on first run ({marker})", err=True)
 
 
+
+@main.command("domain")
+@click.argument("slug")
+@click.argument("domain", required=False)
+@click.option("--clear", is_flag=True, help="Take the tenant's domain away.")
+def domain_command(slug: str, domain: str | None, clear: bool) -> None:
+    """Show, set or clear the host name a tenant's people use (SaaS mode; docs/admin.md, "Per-tenant domains")."""
+    from sqlalchemy import select
+
+    from desk import domains
+    from desk.actions.admin import ActionError
+    from desk.db import system_session
+    from desk.models import Tenant
+
+    with system_session() as db:
+        tenant = db.scalar(select(Tenant).where(Tenant.slug == slug))
+        if tenant is None:
+            raise click.ClickException(f"no tenant {slug!r}")
+        if domain is None and not clear:
+            click.echo(tenant.domain or "(none)")
+            return
+        try:
+            stored = domains.do_set_domain(db, tenant.id, None if clear else domain)
+        except ActionError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"{slug}: {stored or '(no domain)'}")
+
+
 if __name__ == "__main__":
     main()

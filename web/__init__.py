@@ -147,4 +147,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     metrics.install(app)
     security.install(app)
     admin.install(app)  # the admin and platform pages, and the tenant's rules on every request (docs/admin.md)
+    from web import domains
+
+    domains.install(app)  # SaaS: on a tenant's own domain, only its people (docs/admin.md, "Per-tenant domains")
     return app
