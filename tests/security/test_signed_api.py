@@ -21,7 +21,7 @@ from sqlalchemy import select
 from desk import audit, signing
 from desk.actions.api_keys import do_create_api_key, do_revoke_api_key
 from desk.db import system_session, tenant_session
-from desk.models import ApiKey, AuditLog, Message, Site, User, Visitor
+from desk.models import ApiKey, AuditLog, ConversationEvent, Message, Site, User, Visitor
 from tests.clients import Visitor as WidgetVisitor
 from tests.clients import start_conversation
 from tests.conftest import Stack
@@ -191,6 +191,23 @@ def test_a_visitors_contact_details_are_set_and_read_back(stack: Stack, ours: Te
     assert call(stack.base_url, ours.key, "GET", path).json()["email"] == "ada@example.test"
 
 
+def test_a_conversation_is_resolved_through_the_api_in_the_name_of_the_keys_creator(stack: Stack) -> None:
+    tenant = new_tenant(stack)
+    path = f"/api/v1/conversations/{tenant.conversation_id}/resolve"
+    resolved = call(stack.base_url, tenant.key, "POST", path)
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["status"] == "resolved"
+    assert call(stack.base_url, tenant.key, "POST", path).json()["status"] == "resolved"  # again: no change
+    with tenant_session(tenant.id) as session:
+        owner = session.scalars(select(User.name).where(User.role == "owner")).one()
+        events = session.execute(
+            select(ConversationEvent.kind, ConversationEvent.author_name).where(
+                ConversationEvent.conversation_id == uuid.UUID(tenant.conversation_id)
+            )
+        ).all()
+    assert [tuple(e) for e in events if e.kind == "resolved"] == [("resolved", owner)]
+
+
 # -- refusals ----------------------------------------------------------------------------------------------------
 
 
@@ -265,6 +282,7 @@ def test_a_key_of_one_tenant_never_reaches_another_tenants_rows(stack: Stack, ou
         ("GET", f"/api/v1/visitors/{their_visitor}", None),
         ("GET", f"/api/v1/visitors/{their_visitor}/conversations", None),
         ("PATCH", f"/api/v1/visitors/{their_visitor}", {"name": "Taken over"}),
+        ("POST", f"/api/v1/conversations/{theirs.conversation_id}/resolve", None),
     ]:
         response = call(stack.base_url, ours.key, method, path, payload)
         assert response.status_code == 404, (method, path, response.text)

@@ -47,6 +47,7 @@ class Caller:
     tenant_id: uuid.UUID
     prefix: str
     name: str
+    created_by_id: uuid.UUID | None  # who made the key: the one actions that need a person are recorded as
 
 
 class Refused(Exception):
@@ -145,7 +146,7 @@ def _authenticate() -> ResponseReturnValue | None:
             session.rollback()
             g.api_refused = refused
             return error(refused.status, refused.code, refused.message)
-        g.api_caller = Caller(key.id, key.tenant_id, key.prefix, key.name)
+        g.api_caller = Caller(key.id, key.tenant_id, key.prefix, key.name, key.created_by_id)
         _prune(session)
     return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from desk import subjects
+from desk.actions import conversations as act
 from desk.actions.messages import Inbound
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
@@ -28,6 +30,8 @@ from desk.protocol import AGENT_CLIENT_PREFIX, FrameError, validate_body, valida
 from desk.settings import Settings
 from web.api import bp, error
 from web.api.auth import caller
+
+log = logging.getLogger(__name__)
 
 # Marks a client_id as the API's, inside the agents' namespace that visitors may not use (desk/protocol.py).
 API_CLIENT_PREFIX = AGENT_CLIENT_PREFIX + "api:"
@@ -206,6 +210,32 @@ def post_message(conversation_id: uuid.UUID) -> ResponseReturnValue:
     response = jsonify(status="accepted", client_id=client_id, visitor_id=str(visitor_id))
     response.status_code = 202
     return response
+
+
+@bp.post("/conversations/<uuid:conversation_id>/resolve")
+def resolve(conversation_id: uuid.UUID) -> ResponseReturnValue:
+    """Mark it resolved, as an agent's Resolve does; the timeline names the key's creator as who did it (the audit
+    log has the call). Resolving a resolved conversation changes nothing."""
+    actor = caller().created_by_id
+    if actor is None:
+        return error(409, "no_actor", "the person who made this key is gone: an admin should make a new key")
+    with tenant_session(caller().tenant_id) as session:
+        try:
+            change = act.do_resolve(session, conversation_id, actor)
+        except act.NotFound:
+            return _not_found()
+        except act.Forbidden:
+            return error(409, "no_actor", "the person who made this key can no longer act: make a new key")
+        payload = change.signal()
+        body = conversation_json(change.conversation)
+    if payload is not None:
+        bus = current_app.extensions["deskbell.bus"]
+        try:
+            if bus is not None:
+                bus.publish_event(subjects.agent_events(caller().tenant_id), payload)
+        except BusUnavailable as exc:  # stored already: the consoles see it at their next refresh
+            log.warning("api: resolve of conversation %s not announced: %s", conversation_id, exc)
+    return jsonify(body)
 
 
 @bp.get("/visitors/<uuid:visitor_id>/conversations")
