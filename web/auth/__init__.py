@@ -209,7 +209,7 @@ def login() -> ResponseReturnValue:
         return too_many("auth/login.html", refusal)
     if not _check(user, password):
         locks = limits.failed(email, request.remote_addr, login_limits())
-        record(tenant_id, user_id, "login.failure", email, reason="password")
+        record(tenant_id, user_id, "login.failure", email)  # no reason: a wrong email or password, as ever
         log.warning("auth: failed login", extra={"email": email, "ip": request.remote_addr})
         record_locks(user, email, locks)
         if locks:
