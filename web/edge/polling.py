@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -96,16 +97,39 @@ async def poll(request: Request) -> Response:
         messages = await link.after(last_seq)
         if not messages and request.query_params.get("wait") != "0":
             hub: Hub = request.app.state.hub
+            waiting_poll = _WaitingPoll(link, stored_event)
+            hub.sockets.add(waiting_poll)
             waits = [asyncio.ensure_future(e.wait()) for e in (stored_event, hub.draining)]
             # A draining edge answers at once: the next poll goes to an edge that stays.
-            await asyncio.wait(waits, timeout=config.limits.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
+            try:
+                await asyncio.wait(waits, timeout=config.limits.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hub.sockets.discard(waiting_poll)
+                for waiting in waits:
+                    waiting.cancel()
+            if waiting_poll.cut:
+                heard.append(protocol.error("unavailable", "this chat is not available at the moment"))
             messages = await link.after(last_seq)
         frames += [protocol.message(m) for m in messages] + heard
         return _reply(request, {"frames": frames})
     finally:
         await link.close()
+
+
+class _WaitingPoll:
+    """A long-poll waiting for news, as the hub sees it: answered at once after NATS reconnects (events may have
+    been missed) or when the visitor's tenant is suspended (web/edge/access.py)."""
+
+    def __init__(self, link: VisitorLink, wake: asyncio.Event) -> None:
+        self.link, self.wake, self.cut = link, wake, False
+
+    def resync(self) -> None:
+        self.wake.set()
+
+    def lose_access(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None, reason: str) -> None:
+        if user_id is None and tenant_id == self.link.claims.tenant_id:
+            self.cut = True
+            self.wake.set()
 
 
 async def send(request: Request) -> Response:
