@@ -5,7 +5,8 @@ processes, at rising offered load. docs/benchmarks.md records its figures.
     .venv/bin/python -m bench.load --rates 50,100,300 --seconds 20 --visitors 300 --agents 5 --idle 2000
 
 Per visitor message it records send → ack (the edge acks only what PostgreSQL has stored) and send → seen by an
-agent (the first `conversation` event for it on an agent's `/live/console` stream); per agent reply, POST →
+agent (its `attention` event on an agent's `/live/console` stream, or the first `conversation` event after it
+when that can only be its own: see Record.seen_at); per agent reply, POST →
 answered (JetStream has it) and POST → the visitor's socket shows it. Visitors send at exponential think times
 (offered rate / visitors on average per visitor, open loop: a slow server does not slow the senders down),
 reconnect now and then (`--churn`), and re-send what was not acked, as the widget does. Prints the table, the
@@ -179,7 +180,7 @@ async def _step(
 def _step_figures(record: Record, step: int, rate: float, seconds: float) -> dict[str, Any]:
     mine = [m for m in record.messages.values() if m.step == step]
     replies = [r for r in record.replies.values() if r.step == step]
-    seen = [(record.seen_at(m), m.at) for m in mine]
+    seen = [(record.seen_at(cid, m), m.at) for cid, m in record.messages.items() if m.step == step]
     reply_seen = [(record.reply_seen.get(cid), r.at) for cid, r in record.replies.items() if r.step == step]
     return {
         "offered_per_s": rate,
@@ -188,7 +189,8 @@ def _step_figures(record: Record, step: int, rate: float, seconds: float) -> dic
         "acked_per_s": round(sum(m.acked_at is not None for m in mine) / seconds, 1),
         "ack_ms": percentiles([m.acked_at - m.at for m in mine if m.acked_at is not None]),
         "seen_ms": percentiles([t - at for t, at in seen if t is not None]),
-        "not_seen": sum(t is None for t, _ in seen),
+        "seen_samples": sum(t is not None for t, _ in seen),
+        "sent_behind": sum(m.behind for m in mine),
         "replies": len(replies),
         "replies_answered": sum(r.acked_at is not None for r in replies),
         "reply_ack_ms": percentiles([r.acked_at - r.at for r in replies if r.acked_at is not None]),
@@ -308,7 +310,10 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"stored: {stored}")
     for s in figures["steps"]:
         rss = ", ".join(f"{k} {v['rss_mib']:.0f}" for k, v in s["usage"].items())
-        print(f"  {s['offered_per_s']:.0f}/s  RSS MiB: {rss}; errors: {s['errors'] or 'none'}")
+        print(
+            f"  {s['offered_per_s']:.0f}/s  sent behind an unacked one of the same visitor: {s['sent_behind']} of "
+            f"{s['sent']}; seen measured for {s['seen_samples']}; RSS MiB: {rss}; errors: {s['errors'] or 'none'}"
+        )
     if figures["idle"]:
         print(f"idle sockets: {json.dumps(figures['idle'])}")
 

@@ -31,6 +31,7 @@ class Sent:
     visitor: str
     acked_at: float | None = None
     conversation_id: str | None = None
+    behind: bool = False  # sent while an earlier message of its visitor was not yet acked
 
 
 @dataclass
@@ -42,18 +43,22 @@ class Record:
     replies: dict[str, Sent] = field(default_factory=dict)  # agent replies by client_id
     reply_seen: dict[str, float] = field(default_factory=dict)  # client_id → the visitor saw it
     conversation_events: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    attention: dict[str, float] = field(default_factory=dict)  # client_id → an agent's console named it
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     throttled: int = 0  # sends skipped: the visitor had MAX_IN_FLIGHT unacked
 
     def error(self, kind: str) -> None:
         self.errors[f"{self.step}:{kind}"] += 1
 
-    def seen_at(self, sent: Sent) -> float | None:
-        """When an agent's console was first told about the message's conversation after it was sent. The
-        stream carries conversation ids, not messages (web/edge/console.py), so an event for an earlier message
-        of the same conversation that arrives after this one was sent counts too: at a visitor's think time of
-        seconds and acks in milliseconds this is rare, and it can only make a figure look better."""
-        if sent.conversation_id is None:
+    def seen_at(self, client_id: str, sent: Sent) -> float | None:
+        """When an agent's console was first told of the message. Exactly, from an `attention` event, whose
+        preview is the body (a conversation's first message, or one assigned to that agent); otherwise the
+        first `conversation` event for its conversation after it was sent, which carries no message: counted
+        only for a message sent with none of its visitor's before it unacked, whose event could be taken for
+        its own. None: not seen, or not attributable."""
+        if client_id in self.attention:
+            return self.attention[client_id]
+        if sent.conversation_id is None or sent.behind:
             return None
         times = self.conversation_events.get(sent.conversation_id, [])
         i = bisect_right(times, sent.at)
@@ -122,8 +127,8 @@ class VisitorClient:
         client_id = f"{self.name}-{self.count}"
         self.count += 1
         body = f"load {client_id}"
+        self.record.messages[client_id] = Sent(now, self.record.step, self.name, behind=bool(self.unacked))
         self.unacked[client_id] = body
-        self.record.messages[client_id] = Sent(now, self.record.step, self.name)
         await self._send_frame(client_id, body)
 
     async def _send_frame(self, client_id: str, body: str) -> None:
@@ -210,6 +215,10 @@ class AgentClient:
                             if conversation not in known:
                                 known.add(conversation)
                                 self.conversations.append(conversation)
+                        elif line.startswith("data:") and event == "attention":
+                            preview = json.loads(line[5:]).get("preview", "")
+                            if preview.startswith("load "):
+                                self.record.attention.setdefault(preview[5:], loop.time())
                         elif line.startswith("data:") and event == "resync":
                             self.listening.set()
             except (httpx.HTTPError, OSError) as exc:
