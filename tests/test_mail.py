@@ -341,6 +341,8 @@ def test_an_admin_saves_the_mail_server_and_sends_a_test_email(stack: Stack, smt
     assert page.status_code == 200 and "Outgoing mail server" in page.text
 
     csrf = admin.csrf(page.text)
+    early = admin.client.post("/admin/mail/test", data={"csrf_token": csrf})
+    assert "Save the mail server&#39;s settings first" in early.text
     bad = admin.client.post("/admin/mail", data={**smtp.settings_form(), "port": "99999", "csrf_token": csrf})
     assert bad.status_code == 400 and "between 1 and 65535" in bad.text
     form = {**smtp.settings_form(), "username": "", "password": "s3cret-pass", "csrf_token": csrf}

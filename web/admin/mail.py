@@ -3,7 +3,7 @@
     GET  /admin/mail        the form (the password is never shown: empty keeps the saved one)
     POST /admin/mail        save
     POST /admin/mail/test   send a test email to the logged-in admin, through the same client and circuit
-                            breaker as the mailer; the page says what the server answered
+                            breaker as the mailer; 303 to the page, which says what the server answered
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ def test() -> ResponseReturnValue:
     config: Settings = current_app.config["DESKBELL"]
     with admin_session() as (session, _actor):
         smtp = mail_settings.config_of(session, config.secret_key)
+    # Whatever happens, the answer is the page with what happened: a failed test is news, not a refused change.
     if smtp is None:
-        return _page(400, "Save the mail server's settings first (or enter the password again).")
+        return done("Save the mail server's settings first (or enter the password again).", "admin_mail.settings")
     message_id = f"<deskbell.test.{uuid.uuid4().hex}@{config.mail.inbound_domain}>"
     email = mail.message(
         smtp,
@@ -91,5 +92,5 @@ def test() -> ResponseReturnValue:
     try:
         mail.send(smtp, email, config.mail)
     except Exception as exc:  # whatever the server said (or the breaker), the admin reads it
-        return _page(502, f"The test email was not sent: {exc}")
+        return done(f"The test email was not sent: {exc}", "admin_mail.settings")
     return done(f"A test email was sent to {current_user.email}.", "admin_mail.settings")
