@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install chromium
+.PHONY: run test install chromium bench
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -34,3 +34,8 @@ chromium:
 test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The benchmarks (bench/): load, raw JetStream and PostgreSQL, the python-socketio peer; docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench

@@ -219,7 +219,9 @@ def public_edge(public_url: str | None = None) -> Check:
 
 
 def run_all(public_url: str | None = None, edge: bool = True) -> list[Check]:
-    checks = [configuration(), database(), clock(), jetstream(), disk()]
+    from desk import mail_health  # here: desk.mail_health imports this module
+
+    checks = [configuration(), database(), clock(), jetstream(), disk(), mail_health.check()]
     if edge:
         checks.append(public_edge(public_url))
     return checks

@@ -14,6 +14,8 @@ import signal
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from desk import settings
+
 # After the edge has drained: how long Hypercorn waits for requests (long-polls, pages) still running.
 GRACEFUL_SECONDS = 10.0
 
@@ -25,6 +27,9 @@ async def main() -> None:
     config.bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
     config.graceful_timeout = float(os.environ.get("DESKBELL_GRACEFUL_SECONDS") or GRACEFUL_SECONDS)
     config.accesslog = None
+    # A frame a little over the protocol's limit still gets its frame_too_large error frame (docs/protocol.md);
+    # one far over it is cut by Hypercorn (close 1009) before it is buffered whole.
+    config.websocket_max_message_size = 2 * settings.load().limits.frame_bytes + 1024
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

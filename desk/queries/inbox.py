@@ -110,6 +110,7 @@ def conversation_list(
                 Conversation.waiting_since,
                 Conversation.last_activity_at,
                 Conversation.assignee_id,
+                Conversation.missed_at,
                 raiseload=True,
             ),
             load_only(Visitor.name, Visitor.email, raiseload=True),

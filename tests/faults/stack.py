@@ -23,6 +23,10 @@ FAULT_SETTINGS = {
     "DESKBELL_HEARTBEAT_SECONDS": "2",
     "DESKBELL_ACK_TIMEOUT_SECONDS": "5",
     "PYTHONUNBUFFERED": "1",
+    # Every client comes through the one proxy address: the per-address abuse limits would count them as one.
+    "DESKBELL_CONNECTIONS_PER_IP_PER_MINUTE": "0",
+    "DESKBELL_SOCKETS_PER_IP": "0",
+    "DESKBELL_SESSIONS_PER_IP_PER_HOUR": "0",
 }
 
 
