@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import InvalidToken
 from flask import current_app, g, request
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60
 PRUNE_ROWS = 5000
 _pruned_at = 0.0
+# A key's last_used_at (shown on the admin page) is brought up to date at most this often.
+LAST_USED_EVERY = timedelta(minutes=1)
 _prune_lock = threading.Lock()
 
 
@@ -113,7 +115,9 @@ def _check(session: Session, config: Settings) -> ApiKey:
     ).first()
     if fresh is None:
         raise Refused("replayed_nonce", "this nonce was already used: sign each request with a new one", key=key)
-    key.last_used_at = datetime.now(UTC)
+    now = datetime.now(UTC)
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_EVERY:  # not a write on the key's row a call
+        key.last_used_at = now
     session.commit()
     return key
 
