@@ -167,6 +167,45 @@ def test_outside_business_hours_the_session_says_when_the_team_is_back(stack: St
     assert hours["text"].startswith("We're back ") and hours["text"].endswith(" at 9:00 (Europe/Paris).")
 
 
+# -- the reply address and the reply's text --------------------------------------------------------------------------
+
+
+def test_a_reply_address_names_its_visitor_whatever_the_case_and_a_tampered_one_names_nobody() -> None:
+    visitor = uuid.uuid4()
+    address = mail.reply_address("key", visitor, "mail.shop.test")
+    assert len(address.split("@")[0]) <= 64  # a local part's limit
+    assert mail.visitor_of_address("key", address) == visitor
+    assert mail.visitor_of_address("key", f"<{address.upper()}>") == visitor  # mail systems may change the case
+    assert mail.visitor_of_address("other key", address) is None
+    token = address.split("+")[1].split("@")[0]
+    tampered = "reply+" + ("b" if token[0] != "b" else "c") + token[1:] + "@mail.shop.test"
+    assert mail.visitor_of_address("key", tampered) is None
+    assert mail.visitor_of_address("key", "reply+!!!@mail.shop.test") is None
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "Thanks, that works.\n\nOn Fri, 27 Nov 2026 at 10:00, Shop <help@shop.test> wrote:\n> Try this.\n",
+        "Thanks, that works.\n\n-----Original Message-----\nFrom: Shop\nTry this.\n",
+        "Thanks, that works.\n________________________________\nFrom: Shop <help@shop.test>\nTry this.\n",
+        "Thanks, that works.\n-- \nGrace Hopper\nUS Navy\n",
+        "## Reply above this line ##\n",
+    ],
+)
+def test_the_quoted_email_and_the_signature_are_cut_off_a_reply(written: str) -> None:
+    expected = "" if written.startswith("##") else "Thanks, that works."
+    assert mail.strip_quoted(written) == expected
+
+
+def test_an_html_only_reply_is_read_as_text() -> None:
+    from workers.inbound_mail import text_of
+
+    message = EmailMessage()
+    message.set_content("<p>Yes &amp; thanks</p><div>Grace</div>", subtype="html")
+    assert text_of(message).split() == ["Yes", "&", "thanks", "Grace"]
+
+
 # -- offline messages and email out ----------------------------------------------------------------------------------
 
 
