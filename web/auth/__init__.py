@@ -188,6 +188,39 @@ def _notice() -> str | None:
     return None
 
 
+def _admit(user: User | None, email: str) -> ResponseReturnValue | None:
+    """The attempt counted; the answer when it may not even be checked (not even a right password), audited like
+    any failure with why."""
+    refusal, locks = limits.admit(email, request.remote_addr, login_limits())
+    if refusal is None:
+        return None
+    record(user.tenant_id if user else None, user.id if user else None, "login.failure", email, reason=refusal.reason)
+    record_locks(user, email, locks)
+    return too_many("auth/login.html", refusal)
+
+
+def _wrong(user: User | None, email: str, **detail: Any) -> ResponseReturnValue:
+    """The answer to a wrong email or password, after the attempt was admitted: it stays counted and may lock."""
+    locks = limits.failed(email, request.remote_addr, login_limits())
+    # No `reason` for a plain wrong email or password, as ever.
+    record(user.tenant_id if user else None, user.id if user else None, "login.failure", email, **detail)
+    log.warning("auth: failed login", extra={"email": email, "ip": request.remote_addr})
+    record_locks(user, email, locks)
+    if locks:
+        return too_many("auth/login.html", limits.Refusal("locked", login_limits().lockout_seconds))
+    return render_template("auth/login.html", error=WRONG), 401
+
+
+def refuse_login(user: User | None, email: str, **detail: Any) -> ResponseReturnValue:
+    """Answer a login attempt as a wrong email or password, without looking at the password, counted toward the
+    limits and audited as one (with `detail`): web/domains.py, another tenant's email on a tenant's domain."""
+    refused = _admit(user, email)
+    if refused is not None:
+        return refused
+    _check(None, request.form.get("password", ""))  # the time a wrong password takes
+    return _wrong(user, email, **detail)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
     if current_user.is_authenticated:
@@ -200,21 +233,11 @@ def login() -> ResponseReturnValue:
     with system_session() as db:
         user = db.scalar(select(User).where(func.lower(User.email) == email))
         tenant = db.get(Tenant, user.tenant_id) if user is not None else None
-    tenant_id, user_id = (user.tenant_id, user.id) if user is not None else (None, None)
-    refusal, locks = limits.admit(email, request.remote_addr, login_limits())
-    if refusal is not None:
-        # Not checked, not even a right password: audited like any failure, with why.
-        record(tenant_id, user_id, "login.failure", email, reason=refusal.reason)
-        record_locks(user, email, locks)
-        return too_many("auth/login.html", refusal)
+    refused = _admit(user, email)
+    if refused is not None:
+        return refused
     if not _check(user, password):
-        locks = limits.failed(email, request.remote_addr, login_limits())
-        record(tenant_id, user_id, "login.failure", email)  # no reason: a wrong email or password, as ever
-        log.warning("auth: failed login", extra={"email": email, "ip": request.remote_addr})
-        record_locks(user, email, locks)
-        if locks:
-            return too_many("auth/login.html", limits.Refusal("locked", login_limits().lockout_seconds))
-        return render_template("auth/login.html", error=WRONG), 401
+        return _wrong(user, email)
     assert user is not None
     if tenant is not None and tenant.status == "suspended":
         limits.succeeded(email, request.remote_addr, login_limits(), complete=False)
