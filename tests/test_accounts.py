@@ -177,3 +177,12 @@ def test_turning_two_factor_off_takes_the_password(stack: Stack) -> None:
     off = agent.post("/account/two-factor/off", {"password": people["agent"]["password"]})  # type: ignore[index]
     assert off.status_code == 200 and "Two-factor is off." in off.text
     assert Person(stack.base_url).login(people["agent"]).headers["location"] == "/console"  # type: ignore[arg-type]
+
+
+def test_an_ipv6_address_is_limited_by_its_64_and_an_ipv4_one_by_itself() -> None:
+    from web.auth.limits import ip_key
+
+    assert ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9") == "ip:2001:db8:1:2::/64"
+    assert ip_key("2001:db8:1:3::1") != ip_key("2001:db8:1:2::1")
+    assert ip_key("::ffff:203.0.113.7") == ip_key("203.0.113.7") == "ip:203.0.113.7"
+    assert ip_key("203.0.113.8") != ip_key("203.0.113.7")
