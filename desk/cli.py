@@ -374,6 +374,14 @@ def import_command(archive: Path, slug: str | None, quiet: bool) -> None:
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     _print_import(result)
+    from desk import crypto
+
+    ring = crypto.keyring()
+    if ring.on:  # the archive holds plain text (an export decrypts): encrypt what was just written
+        from desk.db import system_session
+
+        with system_session() as session:
+            crypto.rotate(session, ring, _Bar(quiet), tenant_id=result.tenant_id)
     inserted = sum(t.inserted for t in result.tables)
     click.echo(
         f"import: tenant {result.slug} ({result.tenant_id}): {inserted} rows added, "
