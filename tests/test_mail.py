@@ -28,6 +28,7 @@ from desk.db import system_session, tenant_session
 from desk.embedded import free_port, wait_for_port
 from desk.models import Conversation, MailDelivery, MailSettings, Message, Schedule, Tenant, User
 from desk.settings import Mail
+from desk.settings import load as load_settings
 from tests import clients
 from tests.clients import Agent
 from tests.conftest import Stack
@@ -465,6 +466,41 @@ def test_while_the_mail_server_is_down_chat_goes_on_and_the_email_goes_out_when_
     finally:
         server.stop()
     assert mail_command(stack).returncode == 0
+
+
+def test_retries_wait_longer_each_time_up_to_the_longest_wait() -> None:
+    config = Mail(retry_seconds=5, retry_max_seconds=600)
+    assert [mail_outbox.retry_delay(config, n) for n in (1, 2, 3, 4, 8, 20)] == [5, 10, 20, 40, 600, 600]
+
+
+def test_after_the_last_try_an_email_is_marked_failed_with_the_servers_error(
+    stack: Stack, shop: dict[str, Any]
+) -> None:
+    use_mail_server(shop["id"], SmtpServer())  # never started
+    conversation_id = clients.start_conversation(stack.base_url, shop["site_key"], "Hello?")
+    with tenant_session(shop["id"]) as session:
+        conversation = session.get(Conversation, uuid.UUID(conversation_id))
+        assert conversation is not None
+        visitor_id = conversation.visitor_id
+        delivery = mail_outbox.do_queue_transcript(session, visitor_id, "last@try.test", uuid.uuid4().hex, 3)
+    settings = load_settings()
+    outcome = mail_outbox.deliver(mail_outbox.Job(shop["id"], delivery.id), settings, last_try=True)
+    with tenant_session(shop["id"]) as session:
+        row = session.get(MailDelivery, delivery.id)
+        assert row is not None
+        assert row.status == "failed" and "Connection refused" in row.last_error
+    assert outcome.status in ("failed", "already")  # the stack's mailer may have tried it first
+
+
+def test_the_inbound_listener_refuses_an_email_over_the_size_limit(stack: Stack, inbound: int) -> None:
+    huge = EmailMessage()
+    huge["From"], huge["To"] = "big@sender.test", mail.reply_address(stack.env["SECRET_KEY"], uuid.uuid4(), "x.test")
+    huge["Subject"] = "Big"
+    huge.set_content("x" * (Mail.inbound_max_bytes + 1000))
+    with smtplib.SMTP("127.0.0.1", inbound, timeout=10) as client:
+        with pytest.raises(smtplib.SMTPException) as refused:
+            client.send_message(huge)
+    assert "552" in str(refused.value)
 
 
 def mail_command(stack: Stack) -> subprocess.CompletedProcess[str]:
