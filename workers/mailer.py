@@ -158,8 +158,12 @@ async def consume(nc: Client, stop: asyncio.Event) -> None:
                 await handle(msg, config)
             except Exception:
                 log.exception("mailer: job %s failed", msg.subject)
+                metrics.ERRORS.labels(subjects.MAIL_CONSUMER, "job_failed").inc()
                 with contextlib.suppress(Exception):
-                    await msg.nak(delay=config.mail.retry_seconds)
+                    if msg.metadata.num_delivered >= config.mail.attempts:  # a job that always fails: let it go
+                        await msg.term()
+                    else:
+                        await msg.nak(delay=config.mail.retry_seconds)
 
 
 async def run(nc: Client, stop: asyncio.Event) -> None:
