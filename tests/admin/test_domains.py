@@ -9,7 +9,10 @@ import sys
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from desk.db import system_session
+from desk.models import AuditLog
 from desk.settings import ROOT
 from tests.admin.conftest import Person
 from tests.conftest import Stack
@@ -46,6 +49,12 @@ def test_on_a_tenants_domain_only_its_people_can_log_in(saas_url: str, two_tenan
     response = on_host(saas_url, a["domain"]).login(b["agents"][0])
     assert response.status_code == 401
     assert "Wrong email or password." in response.text
+    with system_session() as session:
+        failure = session.scalars(
+            select(AuditLog).where(AuditLog.action == "login.failure").order_by(AuditLog.id.desc())
+        ).first()
+    assert failure is not None and failure.detail.get("email") == b["agents"][0]["email"]
+    assert failure.detail.get("reason") == "domain", "recorded in B's audit log, saying why"
     assert on_host(saas_url, a["domain"]).login(a["agents"][0]).status_code == 302
     assert on_host(saas_url, b["domain"]).login(b["agents"][0]).status_code == 302
 
