@@ -300,6 +300,7 @@ def test_the_time_window_and_the_page_size_are_settings(stack: Stack, ours: Tena
     path = "/api/v1/conversations"
     a_minute_old = signing.sign(ours.key, "GET", path, timestamp=int(time.time()) - 60)
     assert call(stack.base_url, ours.key, "GET", path, headers=a_minute_old).status_code == 200  # default: 300 s
+    start_conversation(stack.base_url, ours.site_key, "A second question")  # two pages of one at least
     ids = [c["id"] for c in call(stack.base_url, ours.key, "GET", path).json()["conversations"]]
     assert len(ids) >= 2
     with stack.another_web(DESKBELL_API_MAX_SKEW_SECONDS="30", DESKBELL_API_PAGE_MAX="1") as strict:
