@@ -94,3 +94,16 @@ def test_a_batch_arriving_out_of_stream_order_is_stored_in_stream_order(tenant: 
         await nc.close()
 
     asyncio.run(scenario())
+
+
+def test_the_order_settings_have_defaults_and_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    from desk import settings
+
+    monkeypatch.delenv("DESKBELL_STORE_ORDER_HOLD_MS", raising=False)
+    monkeypatch.delenv("DESKBELL_STORE_ORDER_RETRY_MAX_MS", raising=False)
+    assert settings.load().ordering == settings.Ordering(hold_ms=2000, retry_max_ms=30000)
+    for name, value in (("DESKBELL_STORE_ORDER_HOLD_MS", "-1"), ("DESKBELL_STORE_ORDER_RETRY_MAX_MS", "100")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(RuntimeError, match="DESKBELL_STORE_ORDER"):
+                settings.load()
