@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from typing import Any
 from unittest import mock
 
 import pyotp
 import pytest
+from sqlalchemy import select
 
 from desk import accounts, settings
 from desk.actions import agents as agent_actions
@@ -186,3 +188,25 @@ def test_an_ipv6_address_is_limited_by_its_64_and_an_ipv4_one_by_itself() -> Non
     assert ip_key("2001:db8:1:3::1") != ip_key("2001:db8:1:2::1")
     assert ip_key("::ffff:203.0.113.7") == ip_key("203.0.113.7") == "ip:203.0.113.7"
     assert ip_key("203.0.113.8") != ip_key("203.0.113.7")
+
+
+def test_counts_that_hold_nothing_any_more_are_deleted(database_url: str) -> None:
+    from desk.db import system_session
+    from desk.models import LoginThrottle
+    from web.auth import limits
+
+    def keys() -> set[str]:
+        with system_session() as db:
+            return set(db.scalars(select(LoginThrottle.key)))
+
+    short = settings.Logins(window_seconds=1)
+    old, address = f"old-{secrets.token_hex(3)}@example.test", f"10.9.{secrets.randbelow(250)}.1"
+    limits.admit(old, address, short)
+    time.sleep(1.2)
+    new = f"new-{secrets.token_hex(3)}@example.test"
+    limits.admit(new, "10.8.0.1", short)
+
+    limits.forget_stale(short)
+
+    assert limits.account_key(old) not in keys() and limits.ip_key(address) not in keys()
+    assert limits.account_key(new) in keys()

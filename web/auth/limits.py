@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,9 @@ from desk.models import LoginThrottle
 from desk.settings import Logins
 
 KEY_CHARS = 400
+# One attempt in this many also deletes rows that hold nothing any more: sprayed emails must not fill the table.
+FORGET_EVERY = 100
+FORGET_BATCH = 1000
 
 
 def _plural(count: int, unit: str) -> str:
@@ -116,6 +120,27 @@ def _fail(row: LoginThrottle, now: datetime, most: int, scope: str, limits: Logi
     return None
 
 
+def forget_stale(limits: Logins) -> int:
+    """Delete up to FORGET_BATCH rows with no lock in force and no failure within the window; returns how many.
+    Rows another attempt holds are skipped."""
+    with system_session() as db:
+        now = db.scalar(select(func.now()))
+        assert now is not None
+        before = now - timedelta(seconds=limits.window_seconds)
+        stale = (
+            select(LoginThrottle.key)
+            .where(
+                func.coalesce(LoginThrottle.locked_until, LoginThrottle.last_failure_at, before) <= now,
+                func.coalesce(LoginThrottle.last_failure_at, before) <= before,
+            )
+            .limit(FORGET_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        gone = db.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(stale.scalar_subquery())))
+        db.commit()
+        return int(gone.rowcount or 0)
+
+
 def admit(email: str, address: str | None, limits: Logins) -> tuple[Refusal | None, list[Lock]]:
     """Decide whether an attempt may be checked, counting it as a failure for now. Returns the refusal (None:
     go on and check it) and the locks this attempt started (only when refused too soon at the limit)."""
@@ -154,7 +179,9 @@ def admit(email: str, address: str | None, limits: Logins) -> tuple[Refusal | No
                 ip.failures += 1
                 account.last_failure_at = ip.last_failure_at = now
         db.commit()
-        return refusal, locks
+    if random.randrange(FORGET_EVERY) == 0:
+        forget_stale(limits)
+    return refusal, locks
 
 
 def failed(email: str, address: str | None, limits: Logins) -> list[Lock]:
