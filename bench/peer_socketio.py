@@ -220,6 +220,7 @@ async def run_peer_load(url: str, peer: ProcessGroup, o: Options) -> dict[str, A
             "sockets": o.idle,
             "storm_seconds": round(storm_seconds, 2),
             "failed": failed,
+            "failures": sorted({repr(x)[:120] for x in outcomes if isinstance(x, BaseException)})[:3],
             "rss_per_socket_kib": round((after - before) / 1024 / max(1, o.idle - failed), 1),
             "peer_cpu_percent": used["peer"]["cpu_percent"],
             "seconds": o.idle_seconds,
