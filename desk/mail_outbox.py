@@ -62,8 +62,11 @@ def do_follow_by_email(session: Session, visitor_id: uuid.UUID, email: str, reas
             visitor_id=visitor_id, tenant_id=visitor.tenant_id, email=email, reason=reason, mailed_seq=visitor.last_seq
         )
         session.add(thread)
-    elif reason == "offline":
-        thread.email = email
+    else:
+        if thread.reason == "away":  # they wrote by email, or left a message: replies go by email from now on
+            thread.reason = reason
+        if reason == "offline":
+            thread.email = email
     session.commit()
     return thread
 

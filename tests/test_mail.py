@@ -26,7 +26,7 @@ from desk import audit, mail, mail_hours, mail_outbox, mail_settings, metrics
 from desk.actions.hours import do_save_schedule
 from desk.db import system_session, tenant_session
 from desk.embedded import free_port, wait_for_port
-from desk.models import Conversation, MailDelivery, MailSettings, Message, Schedule, Tenant, User
+from desk.models import Conversation, MailDelivery, MailSettings, MailThread, Message, Schedule, Tenant, User
 from desk.settings import Mail
 from desk.settings import load as load_settings
 from tests import clients
@@ -265,6 +265,20 @@ def test_a_visitor_who_left_their_email_in_the_chat_gets_the_reply_by_email_once
     with tenant_session(shop["id"]) as session:
         replies = session.scalars(select(MailDelivery.recipients).where(MailDelivery.kind == "reply")).all()
     assert replies == [["gone@away.test"]]  # the visitor who wrote back read it in the chat
+
+
+def test_a_visitor_who_left_their_email_and_then_writes_by_email_gets_every_reply_by_email(
+    stack: Stack, shop: dict[str, Any]
+) -> None:
+    answer = httpx.post(
+        f"{stack.base_url}/api/v1/widget/session", json={"site_key": shop["site_key"], "email": "k@b.test"}, timeout=10
+    ).json()
+    visitor_id = uuid.UUID(answer["visitor_id"])
+    with tenant_session(shop["id"]) as session:
+        assert session.get(MailThread, visitor_id).reason == "away"  # type: ignore[union-attr]
+        mail_outbox.do_follow_by_email(session, visitor_id, "someone@else.test", "email")
+        thread = session.get(MailThread, visitor_id)
+        assert thread is not None and (thread.reason, thread.email) == ("email", "k@b.test")
 
 
 def test_the_visitors_email_reply_comes_back_into_the_thread(
