@@ -10,13 +10,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import websockets
 
 from tests.admin.conftest import Person, logged_in, saas_url  # noqa: F401 - saas_url is a fixture
-from tests.clients import Visitor, start_conversation
+from tests.clients import Visitor, session, start_conversation
 from tests.conftest import Stack
 from tests.factories import new_people, platform_operator
 
@@ -113,7 +114,7 @@ def test_suspending_a_tenant_closes_its_visitors_sockets_and_console_streams_and
     for stream in (agents_stream, others_stream):
         stream.wait_for(lambda e: e[0] == "resync")
 
-    async def scenario() -> tuple[list[dict[str, Any]], int | None, dict[str, Any]]:
+    async def scenario() -> tuple[list[dict[str, Any]], int | None, dict[str, Any], tuple[Any, ...]]:
         visitor = Visitor(saas_url, str(people["site_key"]))
         other_visitor = Visitor(saas_url, str(others["site_key"]))
         await visitor.connect()
@@ -124,9 +125,15 @@ def test_suspending_a_tenant_closes_its_visitors_sockets_and_console_streams_and
         await other_visitor.send({"type": "message", "client_id": "after", "body": "Still open here?"})
         ack = await other_visitor.expect("ack")
         await other_visitor.close()
-        return frames, code, ack
+        # Coming back with the token it holds: refused, on either transport.
+        ws_url = saas_url.replace("http://", "ws://") + "/ws/visitor"
+        visitor.ws = await websockets.connect(f"{ws_url}?token={visitor.token}")
+        again = await closed_with(visitor)
+        params = {"token": visitor.token, "last_seq": 0, "wait": 0}
+        polled = await asyncio.to_thread(httpx.get, f"{saas_url}/lp/visitor", params=params, timeout=15)
+        return frames, code, ack, (again, polled)
 
-    frames, code, ack = asyncio.run(scenario())
+    frames, code, ack, (again, polled) = asyncio.run(scenario())
     assert [f for f in frames if f["type"] == "error"] == [
         {
             "type": "error",
@@ -136,7 +143,41 @@ def test_suspending_a_tenant_closes_its_visitors_sockets_and_console_streams_and
         }
     ]
     assert code == 1013, "try again later"
+    assert (again[0][-1]["code"], again[1]) == ("unavailable", 1013)
+    assert polled.status_code == 403 and polled.json()["error"] == "tenant_suspended"
     assert agents_stream.ended.wait(20), f"the agent's stream is still open; it heard {agents_stream.events}"
     assert agents_stream.events[-1] == ("revoked", "suspended")
     others_stream.wait_for(lambda e: e == ("conversation", ack["conversation_id"]))
     assert not others_stream.ended.is_set()
+
+
+def test_a_waiting_long_poll_of_a_suspended_tenant_answers_at_once_with_the_unavailable_frame(
+    stack: Stack, saas_url: str  # noqa: F811 - the fixture
+) -> None:
+    people = new_people()
+    operator = logged_in(saas_url, platform_operator())
+    token = session(saas_url, str(people["site_key"])).json()["visitor_token"]
+    tenant_id = people["tenant_id"]
+
+    def poll() -> httpx.Response:  # waits for news: up to DESKBELL_POLL_SECONDS (25 s)
+        return httpx.get(f"{saas_url}/lp/visitor", params={"token": token, "last_seq": 0}, timeout=60)
+
+    answered: list[dict[str, Any]] = []
+    for head_start in (1, 3, 8):  # seconds for the poll to begin waiting; no event says when it has
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(poll)
+            time.sleep(head_start)
+            assert operator.post(f"/platform/tenants/{tenant_id}/suspend").status_code == 303
+            answer = waiting.result()
+        answered = answer.json().get("frames", []) if answer.status_code == 200 else []
+        if any(f["type"] == "error" for f in answered):
+            break
+        # The poll asked only after the suspension (refused with 403): give it a longer head start.
+        assert operator.post(f"/platform/tenants/{tenant_id}/resume").status_code == 303
+
+    assert answered[-1] == {
+        "type": "error",
+        "code": "unavailable",
+        "message": "this chat is not available at the moment",
+        "retry": True,
+    }

@@ -7,8 +7,10 @@ in each view, so every way in (the admin's pages, the platform's, the account pa
 
 Hearing: each edge's Hub subscribes once to all tenants' access events (`listen`) and hands each one to its
 connections; a console stream of that person (or of that tenant) ends, and a suspended tenant's visitor sockets
-get an `unavailable` error frame and are closed. Like every plain NATS event one can be lost (NATS down at that
-instant): the connection then lasts until it reconnects, where it is refused as before.
+get an `unavailable` error frame and are closed. A visitor connection registers with the Hub first and then
+reads its tenant's status (`suspended`), so a suspension is either heard or read, never missed in between. Like
+every plain NATS event one can be lost (NATS down at that instant): a console stream then lasts until it
+reconnects, where it is refused as before.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.msg import Msg
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, UOWTransaction
 
 from desk import signals, subjects
+from desk.db import system_session
 from desk.models import Tenant, User
 
 log = logging.getLogger(__name__)
@@ -97,3 +100,10 @@ def heard(msg: Msg) -> tuple[uuid.UUID, uuid.UUID | None, str] | None:
     except (ValueError, KeyError, IndexError, TypeError):
         log.warning("access: unreadable event on %s", msg.subject)
         return None
+
+
+def suspended(tenant_id: uuid.UUID) -> bool:
+    """Is the tenant suspended (or gone)? Read by a visitor connection after it registered with the Hub."""
+    with system_session() as session:
+        status = session.scalar(select(Tenant.status).where(Tenant.id == tenant_id))
+    return status != "active"

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
+from web.edge import access
 from web.edge.abuse import EdgeLimits, Limited
 from web.edge.hub import Hub
 from web.edge.thread import Refusal, VisitorLink, authorize
@@ -50,6 +51,9 @@ async def _link(request: Request) -> VisitorLink | Response:
     claims = await authorize(config, request.query_params.get("token", ""), request.headers.get("origin"))
     if isinstance(claims, Refusal):
         return _reply(request, {"error": "refused", "code": claims.close_code, "message": claims.reason}, claims.status)
+    if await asyncio.to_thread(access.suspended, claims.tenant_id):  # as the widget's session request says
+        unavailable = {"error": "tenant_suspended", "message": "this chat is not available at the moment"}
+        return _reply(request, unavailable, 403)
     link = VisitorLink(hub, claims, config)
     try:
         await link.open()
@@ -102,6 +106,8 @@ async def poll(request: Request) -> Response:
             waits = [asyncio.ensure_future(e.wait()) for e in (stored_event, hub.draining)]
             # A draining edge answers at once: the next poll goes to an edge that stays.
             try:
+                if await asyncio.to_thread(access.suspended, link.claims.tenant_id):
+                    waiting_poll.lose_access(link.claims.tenant_id, None, "suspended")  # before it could hear
                 await asyncio.wait(waits, timeout=config.limits.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 hub.sockets.discard(waiting_poll)

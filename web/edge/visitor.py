@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from desk import metrics, protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
+from web.edge import access
 from web.edge.abuse import EdgeLimits, Limited
 from web.edge.hub import Hub
 from web.edge.thread import REPLAY_PAGE, Refusal, VisitorLink, authorize, follows_on
@@ -179,7 +180,9 @@ class VisitorSocket:
             self.cut.set()
 
     async def _until_cut(self) -> None:
-        await self.cut.wait()
+        # Registered with the hub already: a suspension from now on is heard, one before it is read here.
+        if not await asyncio.to_thread(access.suspended, self.link.claims.tenant_id):
+            await self.cut.wait()
         await self.send(protocol.error("unavailable", "this chat is not available at the moment"))
         await self.ws.close(CLOSE_TRY_AGAIN, "service unavailable")
 
