@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, g, render_template, request
+from flask import Flask, current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -43,20 +43,16 @@ def host_tenant() -> uuid.UUID | None:
 
 
 def _wrong_domain_login(tenant_id: uuid.UUID) -> ResponseReturnValue | None:
-    """A login on tenant A's domain with the email of someone of another tenant: the answer to a wrong password
-    (web/auth's own, recorded and counted by it as one), without looking at the password."""
-    from web.auth import WRONG, _check, login_limits, record
-    from web.auth import limits as login_attempts
+    """A login on tenant A's domain with the email of someone of another tenant: answered, counted and audited
+    as a wrong password (web/auth's refuse_login), without looking at the password."""
+    from web.auth import refuse_login
 
     email = request.form.get("email", "").strip().lower()
     with system_session() as db:
         user = db.scalar(select(User).where(func.lower(User.email) == email))
     if user is None or user.tenant_id == tenant_id:
         return None
-    _check(None, request.form.get("password", ""))  # the time a wrong password takes
-    login_attempts.failed(email, request.remote_addr, login_limits())
-    record(user.tenant_id, user.id, "login.failure", email, reason="domain", host=request.host)
-    return render_template("auth/login.html", error=WRONG), 401
+    return refuse_login(user, email, reason="domain", host=request.host)
 
 
 def _on_its_domain() -> ResponseReturnValue | None:
