@@ -174,7 +174,8 @@ async def _step(
     def churn(_: float) -> None:
         loop.create_task(random.choice(visitors).reconnect())
 
-    await asyncio.gather(arrivals(rate, send), arrivals(o.reply_rate, reply), arrivals(churn_rate, churn))
+    replies = o.reply_rate if agents else 0.0
+    await asyncio.gather(arrivals(rate, send), arrivals(replies, reply), arrivals(churn_rate, churn))
 
 
 def _step_figures(record: Record, step: int, rate: float, seconds: float) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def cluster_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
 def test_killing_the_stream_leader_under_load_loses_and_duplicates_nothing(
     cluster_stack: ClusterStack, database_url: str
 ) -> None:
-    tenant = cluster_stack.processes.bootstrap("ann", "bob")
+    tenant = cluster_stack.processes.bootstrap("cluster-ann", "cluster-bob")  # reply ids unique in the shared db
     visitor_edge, agent_edge = cluster_stack.edges
     for edge in cluster_stack.edges:  # a fresh process loads lazily on its first requests; the clients time out at 5 s
         for _ in range(3):
