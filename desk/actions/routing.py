@@ -8,9 +8,9 @@ recently) or least busy (fewest open conversations). No agent gets more open con
 (0: no limit); a conversation no agent can take waits, and so does every later one of its team.
 
 One drain at a time per tenant: a transaction-scoped advisory lock, so two routers never count an agent's load
-twice and the queue drains in order. Conversations are taken FOR UPDATE SKIP LOCKED: one an agent is taking by
-hand at that moment (desk/actions/conversations.py locks the same row) is left to the agent, so the two never both
-assign it.
+twice and the queue drains in order. Each conversation is assigned by a conditional UPDATE (still open, unassigned
+and not locked: SKIP LOCKED): one an agent is taking by hand at that moment (desk/actions/conversations.py locks
+the same row) stays the agent's, so the two never both assign it, and a drain never waits on an agent.
 """
 
 from __future__ import annotations
@@ -86,13 +86,12 @@ def do_drain_queue(session: Session, tenant_id: uuid.UUID) -> list[Assigned]:
         return []
     strategy = settings["strategy"]
     _lock_tenant_routing(session, tenant_id)
-    waiting = session.scalars(
-        select(Conversation)
+    # Read, not locked: only the rows it assigns are written, each by a conditional UPDATE (below).
+    waiting = session.execute(
+        select(Conversation.id, Conversation.visitor_id, Conversation.team_id, Conversation.passed_over_id)
         .where(Conversation.status == "open", Conversation.assignee_id.is_(None), Conversation.queued_at.is_not(None))
         .order_by(Conversation.queued_at, Conversation.created_at, Conversation.id)
         .limit(DRAIN_BATCH)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
     ).all()
     if not waiting:
         session.commit()
@@ -108,32 +107,52 @@ def do_drain_queue(session: Session, tenant_id: uuid.UUID) -> list[Assigned]:
     for team_id, user_id in session.execute(select(TeamMember.team_id, TeamMember.user_id)).all():
         members[team_id].add(user_id)
 
-    def rank(agent: User, conversation: Conversation) -> tuple[Any, ...]:
+    # Plain values, not ORM attributes, in the loop: it runs for every waiting conversation.
+    by_id = {a.id: a for a in agents}
+    capacity = {a.id: a.max_chats for a in agents}
+    recent = {a.id: a.last_assigned_at or datetime.min.replace(tzinfo=UTC) for a in agents}
+    seniority = {a.id: (a.created_at, str(a.id)) for a in agents}
+    room = {a.id for a in agents if capacity[a.id] <= 0 or load[a.id] < capacity[a.id]}
+
+    def rank(agent_id: uuid.UUID, passed_over_id: uuid.UUID | None) -> tuple[Any, ...]:
         # The agent who let this one go unopened is asked last; then the strategy; then the oldest account.
-        passed_over = agent.id == conversation.passed_over_id
-        recent = agent.last_assigned_at or datetime.min.replace(tzinfo=UTC)
         if strategy == "least_busy":
-            return (passed_over, load[agent.id], recent, agent.created_at)
-        return (passed_over, recent, agent.created_at)
+            return (agent_id == passed_over_id, load[agent_id], recent[agent_id], seniority[agent_id])
+        return (agent_id == passed_over_id, recent[agent_id], seniority[agent_id])
 
     now = datetime.now(UTC)
-    assigned: list[tuple[Conversation, User, ConversationEvent]] = []
+    assigned: list[tuple[Any, User, ConversationEvent]] = []
     for conversation in waiting:
-        pool = [
-            a
-            for a in agents
-            if (conversation.team_id is None or a.id in members[conversation.team_id])
-            and (a.max_chats <= 0 or load[a.id] < a.max_chats)
-        ]
+        if not room:
+            break  # every online agent is full: the rest of every line waits
+        pool = room if conversation.team_id is None else room & members[conversation.team_id]
         if not pool:
-            continue  # this team's queue waits for room; the others may still move
-        agent = min(pool, key=lambda a: rank(a, conversation))
-        conversation.assignee_id = agent.id
-        conversation.assigned_at = now
-        conversation.opened_at = None
-        conversation.queued_at = None
-        agent.last_assigned_at = now
+            continue  # this team's line waits for room; the others may still move
+        agent = by_id[min(pool, key=lambda a: rank(a, conversation.passed_over_id))]
+        # Only if it is still waiting, and not locked: an agent taking it by hand holds its row until they commit
+        # (then it is theirs). Skipping, not waiting, so a drain never waits on a row while it holds agents' rows.
+        still_waiting = (
+            select(Conversation.id)
+            .where(Conversation.id == conversation.id, Conversation.status == "open")
+            .where(Conversation.assignee_id.is_(None))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        # no_autoflush: the events and the agents' rows are written once, at the end, not before each UPDATE.
+        with session.no_autoflush:
+            taken = session.execute(
+                update(Conversation)
+                .where(Conversation.id == still_waiting)
+                .values(assignee_id=agent.id, assigned_at=now, opened_at=None, queued_at=None)
+                .returning(Conversation.id)
+                .execution_options(synchronize_session=False)
+            ).first()
+        if taken is None:
+            continue
+        agent.last_assigned_at = recent[agent.id] = now
         load[agent.id] += 1
+        if 0 < capacity[agent.id] <= load[agent.id]:
+            room.discard(agent.id)
         event = ConversationEvent(
             conversation_id=conversation.id,
             kind="assigned",
