@@ -111,7 +111,7 @@ def sealed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     running.start("web", procfile["web"])
     running.start("worker", procfile["worker"])
     try:
-        wait_ready(running.base_url)
+        wait_ready(running.base_url, timeout=90)  # a loaded machine can take a while to start three processes
         yield running
     finally:
         for name in list(running.processes):
