@@ -28,7 +28,7 @@ from typing import Any
 
 import websockets
 
-from bench.load import Options, parse_options
+from bench.load import STORM_CONCURRENCY, Options, parse_options
 from bench.load_report import ProcessGroup, Usage, percentiles, this_process
 from desk.embedded import free_port, wait_for_port
 from desk.settings import ROOT
@@ -131,6 +131,11 @@ class Client:
             await self.ws.close()
 
 
+async def _limited(limit: asyncio.Semaphore, work: Any) -> Any:
+    async with limit:
+        return await work
+
+
 async def run_peer_load(url: str, peer: ProcessGroup, o: Options) -> dict[str, Any]:
     """The steps of bench/load.py against the relay: same visitors, rates, replies and idle sockets (no churn:
     a reconnect is a new sid, and the relay keeps no thread to resume)."""
@@ -153,8 +158,9 @@ async def run_peer_load(url: str, peer: ProcessGroup, o: Options) -> dict[str, A
     for a in agents:
         await a.connect()
         await a.emit("join_agents", {})
+    limit = asyncio.Semaphore(STORM_CONCURRENCY)  # connects at once, as bench/load.py's storms
     began = time.monotonic()
-    await asyncio.gather(*(v.connect() for v in visitors))
+    await asyncio.gather(*(_limited(limit, v.connect()) for v in visitors))
     storm = time.monotonic() - began
 
     async def send(client: Client, event: str, data: dict[str, Any], step: int, at: float) -> None:
@@ -208,7 +214,7 @@ async def run_peer_load(url: str, peer: ProcessGroup, o: Options) -> dict[str, A
         before = peer.rss_bytes()
         extra = [Client(url, lambda *_: None) for _ in range(o.idle)]
         began = time.monotonic()
-        outcomes = await asyncio.gather(*(c.connect() for c in extra), return_exceptions=True)
+        outcomes = await asyncio.gather(*(_limited(limit, c.connect()) for c in extra), return_exceptions=True)
         storm_seconds = time.monotonic() - began
         usage = Usage([peer])
         usage.start(time.monotonic())
