@@ -10,7 +10,9 @@ when that can only be its own: see Record.seen_at); per agent reply, POST →
 answered (JetStream has it) and POST → the visitor's socket shows it. Visitors send at exponential think times
 (offered rate / visitors on average per visitor, open loop: a slow server does not slow the senders down),
 reconnect now and then (`--churn`), and re-send what was not acked, as the widget does. Prints the table, the
-processes' CPU and RSS (psutil), writes JSON and an SVG chart of latency percentiles against offered load.
+processes' CPU and RSS (psutil) and the `store` consumer's lag at the end of each step (a long step,
+`--rates 300 --seconds 600`, shows whether it grows), writes JSON and an SVG chart of latency percentiles against
+offered load.
 A benchmark: it asserts nothing about time; tests/test_bench_harness.py runs it briefly so it cannot rot.
 """
 
@@ -34,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import psycopg
 from honcho.environ import parse_procfile
 
 from bench.load_clients import MAX_IN_FLIGHT, AgentClient, Record, VisitorClient
 from bench.load_report import ProcessGroup, Usage, percentiles, svg_chart, table, this_process
+from desk import subjects
 from desk.embedded import NatsServer, ensure_database, free_port, start_postgres
 from desk.settings import ROOT
 
@@ -221,7 +225,7 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
             usage.start(time.monotonic())
             await _step(record, visitors, agents, rate, o)
             figures_usage = usage.stop(time.monotonic())
-            steps.append((i, rate, figures_usage))
+            steps.append((i, rate, {**figures_usage, "store_consumer_lag": await _lag(stack.nats_url)}))
         record.step = len(o.rates)  # errors while draining are counted apart
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline and (
@@ -234,7 +238,10 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
             await v.close()
         for a in agents:
             await a.close()
-    results = [{**_step_figures(record, i, rate, o.seconds), "usage": u} for i, rate, u in steps]
+    results = [
+        {**_step_figures(record, i, rate, o.seconds), "lag": u.pop("store_consumer_lag"), "usage": u}
+        for i, rate, u in steps
+    ]
     return {
         "options": o.__dict__,
         "storm": {"visitors": o.visitors, "seconds": round(storm_seconds, 2), "failed": storm_failed},
@@ -246,6 +253,16 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
         "stored": _stored(stack.database_url, record),
         "idle": idle,
     }
+
+
+async def _lag(nats_url: str) -> int:
+    """Messages the `store` consumer has not yet acked (waiting, and handed out): it must not grow step by step."""
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().consumer_info(subjects.IN_STREAM, subjects.STORE_CONSUMER)
+        return info.num_pending + info.num_ack_pending
+    finally:
+        await nc.close()
 
 
 async def _idle(record: Record, http: httpx.AsyncClient, stack: RunningStack, site_key: str, o: Options) -> dict:
@@ -313,7 +330,8 @@ def print_report(figures: dict[str, Any]) -> None:
         rss = ", ".join(f"{k} {v['rss_mib']:.0f}" for k, v in s["usage"].items())
         print(
             f"  {s['offered_per_s']:.0f}/s  sent behind an unacked one of the same visitor: {s['sent_behind']} of "
-            f"{s['sent']}; seen measured for {s['seen_samples']}; RSS MiB: {rss}; errors: {s['errors'] or 'none'}"
+            f"{s['sent']}; seen measured for {s['seen_samples']}; store consumer lag at the end: {s['lag']}; "
+            f"RSS MiB: {rss}; errors: {s['errors'] or 'none'}"
         )
     if figures["idle"]:
         print(f"idle sockets: {json.dumps(figures['idle'])}")

@@ -44,6 +44,7 @@ def test_the_load_harness_reports_every_message_acked_stored_once_and_seen(
         assert step["seen_samples"] > 0 and step["replies_not_seen"] == 0
         assert step["ack_ms"]["p50"] is not None and step["ack_ms"]["p50"] <= step["ack_ms"]["p99.9"]
         assert set(step["usage"]) >= {"web", "worker", "load clients"}
+        assert step["lag"] >= 0
     json_path, svg_path = write_outputs(figures, tmp_path, "harness")
     assert json.loads(json_path.read_text())["steps"][0]["offered_per_s"] == 10.0
     assert svg_path.read_text().startswith("<svg") and "p99.9" in svg_path.read_text()
