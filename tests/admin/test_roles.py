@@ -105,6 +105,9 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("admin.set_role", "POST"): lambda w: (f"/admin/agents/{w.target_id}/role", {"role": "admin"}),
     ("admin.deactivate", "POST"): lambda w: (f"/admin/agents/{w.target_id}/deactivate", {}),
     ("admin.reactivate", "POST"): lambda w: (f"/admin/agents/{w.target_id}/reactivate", {}),
+    ("admin.sign_out_everywhere", "POST"): lambda w: (f"/admin/agents/{w.target_id}/sign-out", {}),
+    ("admin.reset_two_factor", "POST"): lambda w: (f"/admin/agents/{w.target_id}/two-factor/reset", {}),
+    ("admin.save_two_factor", "POST"): lambda w: ("/admin/settings/two-factor", {}),
     ("admin.teams", "GET"): lambda w: ("/admin/teams", {}),
     ("admin.teams", "POST"): lambda w: ("/admin/teams", {"name": "Sales"}),
     ("admin.update_team", "POST"): lambda w: (
@@ -122,12 +125,18 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("admin.delete_label", "POST"): lambda w: (f"/admin/labels/{w.label_id}/delete", {}),
     ("admin.settings", "GET"): lambda w: ("/admin/settings", {}),
     ("admin.save_settings", "POST"): lambda w: ("/admin/settings/routing", {"strategy": "least_busy"}),
+    ("admin_mail.save", "POST"): lambda w: (
+        "/admin/mail",
+        {"host": "127.0.0.1", "port": "2525", "security": "none", "from_address": "help@shop.test"},
+    ),
+    ("admin_mail.test", "POST"): lambda w: ("/admin/mail/test", {}),
     ("admin.api_keys", "GET"): lambda w: ("/admin/api-keys", {}),
     ("admin.api_keys", "POST"): lambda w: ("/admin/api-keys", {"name": "Billing sync"}),
     ("admin.revoke_api_key", "POST"): lambda w: (f"/admin/api-keys/{w.key_id}/revoke", {}),
     ("admin.audit_log", "GET"): lambda w: ("/admin/audit?action=login", {}),
     ("admin.audit_csv", "GET"): lambda w: ("/admin/audit.csv", {}),
     ("admin.tenant", "GET"): lambda w: ("/admin/tenant", {}),
+    ("admin_export.people_or_settings", "GET"): lambda w: ("/admin/export/agents.json", {}),
     ("admin_export.conversations", "GET"): lambda w: (
         "/admin/export/conversations.csv?from=2026-01-01&to=2026-01-31",
         {},
@@ -181,7 +190,18 @@ def ordered(routes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     return sorted(routes, key=lambda r: order.index(r[:2]) if r[:2] in order else -1)
 
 
-STATE_TABLES = ("tenants", "sites", "users", "teams", "team_members", "invites", "api_keys", "labels", "schedules")
+STATE_TABLES = (
+    "tenants",
+    "sites",
+    "users",
+    "teams",
+    "team_members",
+    "invites",
+    "api_keys",
+    "labels",
+    "schedules",
+    "mail_settings",
+)
 
 
 def state(world: World) -> dict[str, list[tuple[Any, ...]]]:
