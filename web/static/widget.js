@@ -250,6 +250,28 @@
     });
   }
 
+  // Messages stand in seq order, the thread's order (docs/architecture.md, "Order"): a stored one goes before the
+  // first message with a higher seq or still waiting for its ack; one still waiting goes at the end.
+  function place(node, seq) {
+    var before = null, oldNext = node.parentNode ? node.nextElementSibling : null;
+    if (seq) {
+      for (var k = welcome.nextElementSibling; k; k = k.nextElementSibling) {
+        if (k === node) continue;
+        var s = +k.getAttribute("data-seq");
+        if (s ? s > seq : k.classList.contains("visitor")) { before = k; break; }
+      }
+    }
+    if (before !== node.nextElementSibling || !node.parentNode) list.insertBefore(node, before);
+    [oldNext, node, node.nextElementSibling].forEach(regroup);
+  }
+  // The same sender again within 2 minutes: the name is shown once, on the first of the group.
+  function regroup(n) {
+    if (!n || !n.getAttribute("data-who")) return;
+    var p = n.previousElementSibling;
+    n.classList.toggle("grouped", !!(p && p.getAttribute("data-who") === n.getAttribute("data-who") &&
+                                     Math.abs(n.getAttribute("data-at") - p.getAttribute("data-at")) < 120000));
+  }
+
   function render(frame, pending) {
     var key = frame.client_id ? "c:" + frame.client_id : "s:" + frame.seq;
     var node = state.seen[key], mine = frame.sender === "visitor";
@@ -259,19 +281,19 @@
       var meta = h("small", "meta", {}, [h("time", "", {}, [clock(frame.created_at || frame.at)])]);
       if (mine) { meta.appendChild(document.createTextNode(" · ")); meta.appendChild(h("span", "st")); }
       var who = mine ? T.you : (frame.author || T.agent), at = Date.parse(frame.created_at || frame.at) || Date.now();
-      // The same sender again within 2 minutes: the name is shown once, on the first of the group.
-      var prev = list.lastElementChild;
       node = h("div", "m " + frame.sender, { "data-who": frame.sender + ":" + who, "data-at": at }, [h("small", "who", {}, [who]), body, meta]);
-      if (prev && prev.getAttribute("data-who") === node.getAttribute("data-who") && Math.abs(at - prev.getAttribute("data-at")) < 120000) node.classList.add("grouped");
-      list.appendChild(node);
       state.seen[key] = node;
+      if (!frame.seq) place(node, 0);  // with a seq: placed below
     }
     if (frame.created_at) {
       var time = node.querySelector("time");
       time.setAttribute("datetime", frame.created_at);
       time.textContent = clock(frame.created_at);
     }
-    if (frame.seq) node.setAttribute("data-seq", frame.seq);
+    if (frame.seq && (+node.getAttribute("data-seq") !== frame.seq || !node.parentNode)) {
+      node.setAttribute("data-seq", frame.seq);
+      place(node, frame.seq);
+    }
     if (pending) setState(node, "sending", pendingText());
     else if (!/failed|read/.test(node.getAttribute("data-state"))) setState(node, "sent", T.sent);
     if (mine) showRead(node);
@@ -414,6 +436,7 @@
       var node = state.seen["c:" + frame.client_id];
       if (node) {
         node.setAttribute("data-seq", frame.seq);
+        place(node, frame.seq);  // a reply stored after it may have arrived first
         if (node.getAttribute("data-state") !== "read") setState(node, "sent", T.sent);
         showRead(node);
       }
