@@ -181,3 +181,20 @@ def test_a_waiting_long_poll_of_a_suspended_tenant_answers_at_once_with_the_unav
         "message": "this chat is not available at the moment",
         "retry": True,
     }
+
+
+def test_in_saas_mode_a_console_stream_on_another_tenants_domain_is_refused(
+    stack: Stack, saas_url: str  # noqa: F811 - the fixture
+) -> None:
+    from desk import domains
+    from desk.db import system_session
+
+    people, others = new_people(), new_people()
+    with system_session() as session:
+        theirs = domains.do_set_domain(session, others["tenant_id"], f"{others['slug']}.example.test")
+    agent = logged_in(saas_url, people["agent"])
+
+    with agent.client.stream("GET", "/live/console", headers={"Host": str(theirs)}, timeout=15) as response:
+        refused = response.status_code
+    assert refused == 403
+    assert stream_status(agent) == 200, "on an address that is no tenant's, as before"

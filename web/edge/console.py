@@ -24,6 +24,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
@@ -33,7 +34,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from desk import accounts, signals, subjects
+from desk import accounts, domains, signals, subjects
 from desk.bus import BusUnavailable
 from desk.db import system_session, tenant_session
 from desk.models import Tenant, User
@@ -41,6 +42,9 @@ from desk.queries.inbox import alert_facts
 from web.edge.hub import Hub
 
 QUEUE_LIMIT = 1000
+# The consoles' queries run on threads of their own: with many agents they would otherwise queue ahead of the
+# visitor sockets' reads on the event loop's default executor (requests.md, load → edge).
+CONSOLE_THREADS = ThreadPoolExecutor(4, thread_name_prefix="console")
 RESYNC = {"kind": "resync"}
 REVOKED = {"kind": "revoked"}
 PREVIEW_CHARS = 120
@@ -66,6 +70,13 @@ def _user_from_cookie(flask_app: Flask, cookie: str | None) -> User | None:
     if not user.is_active or not accounts.session_is_current(user, data) or status == "suspended":
         return None  # deactivated, signed out everywhere since this session began, or the tenant is suspended
     return user
+
+
+def _on_another_domain(user: User, host: str | None) -> bool:
+    """SaaS: is this request's host another tenant's domain? (On no tenant's domain, any tenant's people may.)"""
+    with system_session() as session:
+        here = domains.tenant_for_host(session, host)
+    return here is not None and here != user.tenant_id
 
 
 def _alerts(user: User, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,6 +135,10 @@ async def console_stream(request: Request) -> Response:
     )
     if user is None:
         return JSONResponse({"error": "unauthorized", "message": "log in first"}, status_code=401)
+    if request.app.state.config.deployment_mode == "saas" and await asyncio.to_thread(
+        _on_another_domain, user, request.headers.get("host")
+    ):
+        return JSONResponse({"error": "wrong_domain", "message": "this is another company's address"}, 403)
 
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
     overflow = asyncio.Event()
@@ -176,7 +191,8 @@ async def console_stream(request: Request) -> Response:
                     i["message"] for i in batch if i.get("kind") == "message" and i["message"]["sender"] == "visitor"
                 ]
                 if visitor_messages:
-                    for alert in await asyncio.to_thread(_alerts, user, visitor_messages):
+                    loop = asyncio.get_running_loop()
+                    for alert in await loop.run_in_executor(CONSOLE_THREADS, _alerts, user, visitor_messages):
                         yield {"event": "attention", "data": json.dumps(alert)}
         finally:
             hub.sockets.discard(resync)
