@@ -1,10 +1,12 @@
 """A visitor's WebSocket: `/ws/visitor?token=…` (docs/protocol.md, steps 2-3).
 
-Four tasks per socket: `_receive` reads and validates frames (and passes `typing` on at once); `_send_outbox`
-stores the visitor's messages one at a time (so seq order is send order) through web/edge/thread.py;
-`_deliver` sends the thread in seq order with no gap and no duplicate, from NATS events when they line up and
-from PostgreSQL when they do not, and the `typing` and `read` frames in the order their events came;
-`_heartbeat` pings. When any of them ends, the socket closes and the client reconnects and catches up.
+Five tasks per socket: `_receive` reads and validates frames (and passes `typing` on at once; it also spends
+the socket's frame budget, web/edge/abuse.py); `_send_outbox` stores the visitor's messages one at a time (so seq
+order is send order) through web/edge/thread.py; `_deliver` sends the thread in seq order with no gap and no
+duplicate, from NATS events when they line up and from PostgreSQL when they do not, and the `typing` and `read`
+frames in the order their events came; `_heartbeat` pings; `_until_cut` closes the socket when its tenant is
+suspended (web/edge/access.py). When any of them ends, the socket closes and the client reconnects and catches up.
+Before any of them, `visitor_endpoint` applies the per-address limits.
 """
 
 from __future__ import annotations
