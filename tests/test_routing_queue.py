@@ -279,3 +279,23 @@ def test_router_workers_racing_on_the_same_conversations_assign_each_once_within
     with tenant_session(tid) as session:
         assigned = select(ConversationEvent.conversation_id).where(ConversationEvent.kind == "assigned")
         assert sorted(map(str, session.scalars(assigned))) == sorted(str(c) for c in chats[:2])  # each once
+
+
+def test_the_line_moves_when_an_agent_comes_online_and_when_an_admin_raises_a_limit(
+    stack: Stack, visitors: Visitors
+) -> None:
+    tenant = stack.bootstrap("jo")
+    tid = tenant_id_of(tenant)
+    set_routing(tid, open_timeout_seconds=0)
+    login = tenant["agents"][0]
+    set_capacity(tid, login["email"], 1)
+    first, second = (c for _, c in visitors.write(tenant["site_key"], 2))
+    eventually(lambda: waiting_order(tid) == [first, second], "both waiting: nobody is online")
+
+    log_in(stack, login)  # Jo comes online: the first in line is hers, the second still waits
+    eventually(lambda: conversations(tid)[first].assignee_id is not None, "the first assigned on login")
+    assert waiting_order(tid) == [second]
+
+    set_capacity(tid, login["email"], 2)  # no event for this: the sweep moves the line
+    eventually(lambda: conversations(tid)[second].assignee_id is not None, "the second assigned")
+    assert waiting_order(tid) == []
