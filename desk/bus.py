@@ -31,7 +31,7 @@ async def connect(url: str, name: str, reconnected_cb: Callable[[], Awaitable[No
     while True:
         try:
             return await nats.connect(
-                url,
+                url.split(","),  # every node of a cluster may be listed: any one that answers will do
                 name=name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,

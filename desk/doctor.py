@@ -147,7 +147,8 @@ async def _jetstream(url: str) -> Check:
 
     # nats-py retries a refused first connection for ever: the deadline is ours.
     nc = await asyncio.wait_for(
-        nats.connect(url, connect_timeout=TIMEOUT_SECONDS, allow_reconnect=False, error_cb=quiet), TIMEOUT_SECONDS
+        nats.connect(url.split(","), connect_timeout=TIMEOUT_SECONDS, allow_reconnect=False, error_cb=quiet),
+        TIMEOUT_SECONDS,
     )
     try:
         js = nc.jetstream(timeout=TIMEOUT_SECONDS)

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from desk import bus, logs, metrics, settings, subjects
 from desk.db import engine
@@ -53,8 +54,16 @@ METRICS_PORT_RANGE = 32
 async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop: asyncio.Event) -> None:
     """Pull batches from a durable consumer until `stop` is set, settling every message of each."""
     js = nc.jetstream()
-    sub = await js.pull_subscribe_bind(durable, stream)
-    config = (await sub.consumer_info()).config
+    while True:  # on a NATS cluster a consumer has no leader for a moment after release and during an election
+        try:
+            sub = await js.pull_subscribe_bind(durable, stream)
+            config = (await sub.consumer_info()).config
+            break
+        except ServiceUnavailableError as exc:
+            if stop.is_set():
+                return
+            log.warning("%s: consumer not available yet (%s); retrying", durable, exc)
+            await asyncio.sleep(0.5)
     progress_every = (config.ack_wait or subjects.ACK_WAIT_SECONDS) / 3
     batch = _Batch(nc, durable, handler, stop, max_deliver=config.max_deliver or -1)
     while not stop.is_set():
@@ -62,7 +71,7 @@ async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop:
             msgs = await sub.fetch(BATCH, timeout=FETCH_WAIT_SECONDS)
         except NatsTimeout:
             continue
-        except (ConnectionClosedError, OSError) as exc:
+        except (ConnectionClosedError, OSError, ServiceUnavailableError) as exc:
             log.warning("%s: fetch failed (%s); retrying", durable, exc)
             await asyncio.sleep(0.5)
             continue
@@ -93,7 +102,8 @@ class _Batch:
             error = await self._attempt(msgs)
             if error is None:
                 for msg in msgs:
-                    await _quietly(msg.ack())
+                    if not msg.is_acked:  # a handler may settle some itself (workers/store.py, "in turn")
+                        await _quietly(msg.ack())
                 return
             if len(msgs) == 1:
                 await self.retry_or_bury(msgs[0], error)
@@ -106,7 +116,8 @@ class _Batch:
                     return
                 error = await self._attempt([msg])
                 if error is None:
-                    await _quietly(msg.ack())
+                    if not msg.is_acked:
+                        await _quietly(msg.ack())
                 else:
                     await self.retry_or_bury(msg, error)
         except _Stopped:
