@@ -19,6 +19,7 @@ from desk.actions import canned as act
 from desk.actions.conversations import ActionError
 from desk.db import tenant_session
 from desk.models import User
+from desk.protocol import storable
 from desk.queries import canned as q
 from web.agent import bp
 
@@ -105,8 +106,11 @@ def canned_delete(canned_id: uuid.UUID) -> ResponseReturnValue:
 @bp.get("/console/canned/search")
 def canned_search() -> ResponseReturnValue:
     """The composer's `/shortcut` list: the agent's own first, then shared; shortcut prefixes before body words."""
+    query = request.args.get("q", "")[:100]
+    if not storable(query):  # a NUL or lone surrogate cannot be in any saved reply (and would fail the query)
+        return jsonify(results=[])
     with tenant_session(current_user.tenant_id) as session:
-        found = session.scalars(q.search(current_user.id, request.args.get("q", "")[:100]))
+        found = session.scalars(q.search(current_user.id, query))
         results = [
             {"id": str(c.id), "shortcut": c.shortcut, "body": c.body, "shared": c.owner_id is None} for c in found
         ]

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from desk import tokens, visitor_context, widget_settings
 from desk.db import system_session, tenant_session
 from desk.models import Site, Tenant
+from desk.protocol import storable
 from desk.queries.agents import online_agent
 from desk.settings import Settings
 from web.edge import abuse
@@ -66,7 +67,8 @@ def create_session() -> ResponseReturnValue:
     if not isinstance(data, dict):
         return _error(400, "invalid_json", "body must be a JSON object")
     site_key = data.get("site_key")
-    if not isinstance(site_key, str) or not site_key:
+    # Text PostgreSQL cannot hold (a NUL, a lone surrogate) is refused here, not left to fail the query (a 500).
+    if not isinstance(site_key, str) or not site_key or not storable(site_key):
         return _error(400, "invalid_site_key", "site_key is required")
     try:
         identity = visitor_context.parse_identity(data.get("identity"))
