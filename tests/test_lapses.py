@@ -16,7 +16,6 @@ from sqlalchemy import select
 from desk import subjects
 from desk.actions import lapses
 from desk.actions.messages import Inbound, do_store_messages
-from desk.actions.routing import do_reopen_idle
 from desk.db import tenant_session
 from desk.embedded import NatsServer
 from desk.models import Conversation, ConversationEvent, Message
@@ -132,9 +131,8 @@ def test_an_idle_conversation_is_resolved_with_a_system_message_the_visitor_sees
 
 
 def write_again(tenant: uuid.UUID, visitor: uuid.UUID) -> uuid.UUID:
-    """The visitor writes again: the store action, with the idle reopening it calls first."""
+    """The visitor writes again, through the store action."""
     with tenant_session(tenant) as session:
-        do_reopen_idle(session, {visitor})
         [stored] = do_store_messages(session, [Inbound(visitor, "again", "Me again")])
         session.commit()
         return stored.message.conversation_id

@@ -211,6 +211,28 @@ def test_an_assignment_not_opened_in_time_moves_to_the_next_agent(stack: Stack, 
     ]
 
 
+def test_a_chat_its_agent_opened_stays_with_them_while_an_unopened_one_moves_on(
+    stack: Stack, visitors: Visitors
+) -> None:
+    tenant = stack.bootstrap("hal", "ivy")
+    tid = tenant_id_of(tenant)
+    set_routing(tid, open_timeout_seconds=1)
+    hal_login, ivy_login = tenant["agents"]
+    hal = log_in(stack, hal_login)  # only Hal is online: both chats are his
+    (_, opened), (_, unopened) = visitors.write(tenant["site_key"], 2)
+    who = lambda conversation: names(tid).get(conversations(tid)[conversation].assignee_id)  # noqa: E731
+    eventually(lambda: who(opened) == who(unopened) == hal_login["email"], "both assigned to Hal")
+
+    # Hal's console reads the first (console.js posts this when the pane is shown), not the second.
+    page = hal.conversation_page(str(opened))
+    read = hal.client.post(f"/console/c/{opened}/read", data={"seq": "1", "csrf_token": hal.csrf(page)})
+    assert read.status_code == 204, read.text
+    log_in(stack, ivy_login)
+
+    eventually(lambda: who(unopened) == ivy_login["email"], "the unopened chat moved to Ivy")
+    assert who(opened) == hal_login["email"]
+
+
 def test_an_agent_going_away_hands_unanswered_chats_back_and_keeps_answered_ones(
     stack: Stack, visitors: Visitors
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from desk.actions.routing import do_reopen_idle
 from desk.models import Conversation, Message, Visitor
 
 PREVIEW_CHARS = 140
@@ -103,6 +104,10 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
             )
         )
     }
+    # A conversation the sweeper closed for being idle comes back with the visitor's next message (issue 8).
+    do_reopen_idle(
+        session, {i.visitor_id for i in batch if i.sender == "visitor" and (i.visitor_id, i.client_id) not in existing}
+    )
     open_conversations = {
         c.visitor_id: c
         for c in session.scalars(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from desk import signals, subjects
 from desk.actions.messages import Inbound
 from desk.actions.receipts import do_mark_read
+from desk.actions.routing import do_mark_opened
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
 from desk.models import Conversation, User, Visitor
@@ -174,6 +175,7 @@ def read(conversation_id: uuid.UUID) -> ResponseReturnValue:
     visitor_id = visitor_of(conversation_id)
     with tenant_session(current_user.tenant_id) as session:
         moved = do_mark_read(session, conversation_id, seq)
+        do_mark_opened(session, conversation_id, current_user.id)  # routing keeps it with them (issue 8)
     if moved is not None:
         try:
             bus().publish_event(
