@@ -109,16 +109,23 @@ class _Batch:
                 await self.retry_or_bury(msgs[0], error)
                 return
             log.warning("%s: batch of %d failed (%s); retrying one at a time", self.durable, len(msgs), _name(error))
+            failed: set[str] = set()
             for i, msg in enumerate(msgs):
                 if self.stop.is_set():  # shutting down: let another worker have the rest now
                     for rest in msgs[i:]:
                         await _quietly(rest.nak())
                     return
+                if msg.subject in failed:
+                    # A later message of a subject whose earlier one just failed comes back with it: the store
+                    # keeps a thread in order (workers/store.py) and would only hold it until then.
+                    await _quietly(msg.nak(delay=RETRY_SECONDS))
+                    continue
                 error = await self._attempt([msg])
                 if error is None:
                     if not msg.is_acked:
                         await _quietly(msg.ack())
                 else:
+                    failed.add(msg.subject)
                     await self.retry_or_bury(msg, error)
         except _Stopped:
             return
