@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -140,13 +141,21 @@ def test_a_pane_catches_up_from_its_cursors_and_its_parts_are_fragments(stack: S
     agent = Agent(stack.base_url)
     agent.login(tenant["agents"][0]["email"], tenant["agents"][0]["password"])
 
-    pane = agent.client.get(f"/console/c/{conversation_id}/pane").text
+    # Logging in put the agent online, and routing gives them the chat: wait for that event to be in the pane.
+    for _ in range(100):
+        pane = agent.client.get(f"/console/c/{conversation_id}/pane").text
+        if "event-assigned" in pane:
+            break
+        time.sleep(0.1)
+    assert "event-assigned" in pane
     assert pane.lstrip().startswith('<section class="pane"') and "<html" not in pane
     assert re.findall(r'data-seq="(\d+)"', pane) == ["1", "2", "3"]
     assert 'class="composer' in pane
     after = agent.client.get(f"/console/c/{conversation_id}/timeline", params={"after_seq": 1, "after_event": 0})
     assert re.findall(r'<div class="body">(.*?)</div>', after.text) == ["two", "three"]
-    assert agent.client.get(f"/console/c/{conversation_id}/timeline", params={"after_seq": 3}).text.strip() == ""
+    last_event = max([0, *map(int, re.findall(r'data-event="(\d+)"', pane))])
+    caught_up = {"after_seq": 3, "after_event": last_event}
+    assert agent.client.get(f"/console/c/{conversation_id}/timeline", params=caught_up).text.strip() == ""
     bad = agent.client.get(f"/console/c/{conversation_id}/timeline", params={"after_seq": -1})
     assert bad.status_code == 400
     assert agent.client.get("/console/c/00000000-0000-0000-0000-000000000000/pane").status_code == 404
