@@ -479,4 +479,15 @@ def test_the_widget_shows_every_payload_as_text_and_runs_none(
     shown_as_text(" ".join(page.locator(".m.agent .b").all_inner_texts()), PAYLOADS, "widget: agent")
     shown_as_text(panel.inner_text(), [world.site_name, world.welcome], "widget: site name and welcome")
     nothing_ran(page, watch, "widget", root="deskbell-widget")
+
+    # The alarm works: the same payloads put into the host page's own DOM (no CSP there) are caught, each way.
+    page.evaluate(
+        "([html]) => { const d = document.createElement('div'); d.innerHTML = html; document.body.append(d); }",
+        [
+            f"<img src=x onerror=alert(1)><img src=y onerror=console.log('xss')><img src=http://{CANARY}/pixel.png>"
+        ],  # fmt: skip
+    )
+    settle(page)
+    caught = " ".join(watch.hits)
+    assert "alert: 1" in caught and "console.log: xss" in caught and f"canary request: http://{CANARY}" in caught
     context.close()
