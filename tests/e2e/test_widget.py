@@ -235,7 +235,7 @@ def test_widget_speaks_the_browser_language_and_shows_markup_as_text(
 
     page.get_by_role("button", name=launcher).click()
     expect(page.get_by_text(welcome)).to_be_visible()
-    box = page.locator("deskbell-widget textarea")
+    box = page.locator("deskbell-widget textarea:visible")  # the composer, not the hidden offline form
     box.fill(XSS)
     box.press("Enter")
     mine = page.locator(".m.visitor", has_text=XSS)
