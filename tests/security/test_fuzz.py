@@ -315,6 +315,7 @@ def test_the_console_json_routes_answer_every_request_without_a_server_error(
             f"/console/c/{conversation}/typing", data=data.draw(JSON_VALUES).__repr__(), headers=headers
         )
     answered_well(response, f"console {route}")
+    assert "/login" not in response.headers.get("Location", ""), "the fuzzer's agent was logged out"
     no_errors_logged(errors)
 
 
@@ -391,4 +392,5 @@ def test_the_signed_api_answers_every_signed_request_without_a_server_error(
     client = app.test_client()
     response = client.open(path, method=method, data=body, headers={**headers, "Content-Type": "application/json"})
     answered_well(response, f"api {method} {path} {body[:200]!r}")
+    assert response.status_code != 401, f"a correctly signed request was refused: {response.get_json()}"
     no_errors_logged(errors)
