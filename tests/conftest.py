@@ -145,7 +145,7 @@ class Stack:
         finally:
             self.env = saved
         try:
-            wait_for_port(port)
+            wait_for_port(port, timeout=60)  # a loaded CI machine can take longer than the default
             yield f"http://127.0.0.1:{port}"
         finally:
             self.stop(name)

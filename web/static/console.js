@@ -47,6 +47,12 @@
     });
   });
 
+  // The agent's access was taken away (deactivated, signed out everywhere, the company suspended): the stream
+  // ends here, so go where the server now sends this browser, the login page, which says why. Drafts are kept.
+  on("revoked", function () { location.reload(); });
+  // The stream says `resync` once it listens (and after every reconnect): the console is live from then on.
+  on("resync", function () { document.querySelector(".console").dataset.live = "open"; });
+
   // -- Tabs: one per pane, built here from the pane's data-title.
   function tabOf(pane) {
     return document.querySelector('.tabstrip .tab[data-conversation="' + pane.dataset.conversation + '"]');
