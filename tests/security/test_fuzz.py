@@ -27,7 +27,7 @@ from tests.admin.conftest import Person
 from tests.conftest import Stack
 
 LIMITS = Limits()
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- what the generators make ------------------------------------------------------------------------------------
 
@@ -234,6 +234,35 @@ def test_the_widget_session_answers_every_body_without_a_server_error(
         kind = data.draw(st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]))
         response = client.post("/api/v1/widget/session", data=junk, content_type=kind)
     answered_well(response, f"session {body!r}"[:400])
+    no_errors_logged(errors)
+
+
+def widget_json_routes(app: Flask) -> list[str]:
+    """Every POST route of the widget's API but the upload (multipart, fuzzed below): new ones join by themselves."""
+    rules = app.url_map.iter_rules()
+    return sorted(
+        r.rule
+        for r in rules
+        if r.endpoint.startswith("widget_api.") and "POST" in (r.methods or ()) and "attachments" not in r.rule
+    )
+
+
+@FUZZ
+@given(data=st.data())
+def test_every_widget_json_route_answers_every_body_without_a_server_error(
+    app: Flask, place: dict[str, Any], errors: Errors, data: st.DataObject
+) -> None:
+    errors.take()  # only what this example causes
+    route = data.draw(st.sampled_from(widget_json_routes(app)))
+    body = data.draw(shaped({**SESSION_FIELDS, "body": WILD_TEXT, "message": WILD_TEXT, "name": WILD_TEXT}))
+    if data.draw(st.booleans()):
+        body["visitor_token"] = place["visitor_token"]
+        body["site_key"] = place["site_key"]
+    token = place["visitor_token"] if data.draw(st.booleans()) else data.draw(TOKENS)
+    response = app.test_client().post(
+        route, query_string={"token": token}, data=to_json(body), content_type="application/json"
+    )
+    answered_well(response, f"{route} {body!r}"[:400])
     no_errors_logged(errors)
 
 
