@@ -33,7 +33,7 @@ chromium:
 # Two test processes (the machine's two cores); a test module stays on one of them, with its fixtures.
 test: install chromium
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 # The benchmarks (bench/): load, raw JetStream and PostgreSQL, the python-socketio peer; docs/benchmarks.md.
 bench: install
