@@ -178,26 +178,34 @@ def test_mine_unassigned_and_all_over_http_with_routing_and_counts(stack: Stack)
     tenant = stack.bootstrap("ann", "bob")
     ann_login, bob_login = tenant["agents"]
 
-    async def visitor_writes(body: str) -> None:
+    async def visitor_writes(body: str) -> str:
         visitor = Visitor(stack.base_url, tenant["site_key"])
         await visitor.connect()
         await visitor.send({"type": "message", "client_id": "c1", "body": body})
-        await visitor.expect("ack")
+        conversation = (await visitor.expect("ack"))["conversation_id"]
         await visitor.close()
+        return conversation
+
+    def routed_and_answered(agent: Agent, body: str, answer: str) -> None:
+        """The router gives the online agent the visitor's chat; the agent answers it before going offline (a
+        routed chat nobody answered goes back to the queue when its agent leaves: docs/architecture.md)."""
+        conversation = asyncio.run(visitor_writes(body))
+        assert eventually(lambda: body in inbox_fragment(agent, view="mine"))
+        assert agent.reply(conversation, answer).status_code == 200
+        assert eventually(lambda: answer in inbox_fragment(agent, view="mine"))
+        agent.set_presence("offline")
 
     ann = log_in(stack, ann_login)  # logging in puts Ann online: the router gives her the next conversation
-    asyncio.run(visitor_writes("For Ann"))
-    assert eventually(lambda: "For Ann" in inbox_fragment(ann, view="mine"))
-    ann.set_presence("offline")
-    asyncio.run(visitor_writes("For nobody"))
+    routed_and_answered(ann, "For Ann", "Ann answers")
     bob = log_in(stack, bob_login)
-    asyncio.run(visitor_writes("For Bob"))
-    assert eventually(lambda: "For Bob" in inbox_fragment(bob, view="mine"))
+    routed_and_answered(bob, "For Bob", "Bob answers")
+    asyncio.run(visitor_writes("For nobody"))  # nobody online: it waits in the queue
+    assert eventually(lambda: "For nobody" in inbox_fragment(ann, view="unassigned"))
 
     mine = rows_of(inbox_fragment(ann, view="mine"))
-    assert [(r["preview"], r["assignee"]) for r in mine] == [("For Ann", "Ann")]
+    assert [(r["preview"], r["assignee"]) for r in mine] == [("Ann answers", "Ann")]
     assert [r["preview"] for r in rows_of(inbox_fragment(ann, view="unassigned"))] == ["For nobody"]
-    assert [r["preview"] for r in rows_of(inbox_fragment(ann))] == ["For Bob", "For nobody", "For Ann"]
+    assert [r["preview"] for r in rows_of(inbox_fragment(ann))] == ["For nobody", "Bob answers", "Ann answers"]
     assert rows_of(inbox_fragment(ann, status="resolved")) == []
 
     tabs = dict(re.findall(r'data-view="(\w+)".*?<span class="count"[^>]*>(\d+\+?)</span>', inbox_fragment(ann), re.S))

@@ -22,12 +22,17 @@ def chats(stack: Stack, site_key: str, *bodies: str) -> list[str]:
 
 @pytest.fixture
 def console(stack: Stack, browser: Browser) -> Iterator[tuple[Page, list[str]]]:
-    """An agent's console with three unassigned chats (nobody was online when they came): gamma is newest."""
+    """An agent's console with three unassigned chats (nobody was online when they came): gamma is newest.
+
+    Logging in puts the agent online, so routing gives them the waiting chats; the agent sets themselves away,
+    and routing takes the unanswered chats back to the queue (docs/architecture.md, "Routing and the queue")."""
     tenant = stack.bootstrap("ola")
     conversations = chats(stack, str(tenant["site_key"]), "alpha", "beta", "gamma")
     context = browser.new_context()
     page = context.new_page()
     open_console(page, stack.base_url, tenant["agents"][0])
+    page.get_by_label("Your status").select_option("away")
+    expect(page.locator('.views [data-view="unassigned"] .count')).to_have_text("3", timeout=20000)
     expect(page.locator("#conversation-list .row .preview")).to_have_text(["gamma", "beta", "alpha"])
     yield page, conversations
     context.close()
