@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import uuid
 from typing import Any
 
@@ -21,6 +22,17 @@ pytestmark = pytest.mark.browser
 def user_id(stack: Stack, email: str) -> str:
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
         return str(conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()[0])
+
+
+def assignee_of(stack: Stack, conversation: str, timeout: float = 30.0) -> str | None:
+    """The conversation's assignee once routing has given it to someone (None if nobody within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+            row = conn.execute("SELECT assignee_id FROM conversations WHERE id = %s", (conversation,)).fetchone()
+        if (row and row[0]) or time.monotonic() > deadline:
+            return str(row[0]) if row and row[0] else None
+        time.sleep(0.2)
 
 
 def open_conversation(page: Page, stack: Stack, conversation: str) -> Any:
@@ -116,18 +128,21 @@ def test_a_transfer_moves_the_conversation_with_its_note_then_resolve_and_reopen
 ) -> None:
     tenant = stack.bootstrap("otto", "pia")
     otto_login, pia_login = tenant["agents"]
-    pia_id = user_id(stack, pia_login["email"])
+    otto_id, pia_id = user_id(stack, otto_login["email"]), user_id(stack, pia_login["email"])
     chat = Chat(stack, tenant["site_key"])
     try:
+        # Nobody is online: the chat waits in the queue. Otto logging in puts him online, and routing gives the
+        # waiting chat to him, the only agent there (desk/actions/routing.py).
         conversation = chat.say("My invoice is wrong.")
         otto = browser.new_context().new_page()
         log_in_page(otto, stack.base_url, otto_login)
+        assert assignee_of(stack, conversation) == otto_id
         pane = open_conversation(otto, stack, conversation)
         actions = pane.locator(".actions")
 
-        actions.locator("[data-action=assign-me]").click()
         expect(actions.locator(".assignee")).to_contain_text("Assigned to you")
-        expect(pane.locator(".thread .event-assigned")).to_contain_text("Otto took this conversation")
+        expect(actions.locator("[data-action=assign-me]")).to_have_count(0)
+        expect(pane.locator(".thread .event-assigned")).to_contain_text("Routed to Otto")
 
         actions.locator("details.transfer summary").click()
         actions.get_by_label("Transfer to", exact=True).select_option(f"agent:{pia_id}")
