@@ -127,11 +127,12 @@ def encrypt_totp_secret(secret: str, secret_key: str) -> str:
     return _fernet(secret_key).encrypt(secret.encode()).decode()
 
 
-def decrypt_totp_secret(encrypted: str, secret_key: str) -> str | None:
-    """The secret, or None when SECRET_KEY changed since it was stored (the user must enrol again)."""
+def decrypt_totp_secret(encrypted: str, secret_key: str, ttl: int | None = None) -> str | None:
+    """The secret, or None when SECRET_KEY changed since it was stored (the user must enrol again), or it is older
+    than `ttl` seconds."""
     try:
-        return _fernet(secret_key).decrypt(encrypted.encode()).decode()
-    except InvalidToken:
+        return _fernet(secret_key).decrypt(encrypted.encode(), ttl=ttl).decode()
+    except (InvalidToken, UnicodeError):
         return None
 
 

@@ -4,7 +4,6 @@ invitation, changing one's password), the two-factor codes' rules, and the login
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from desk.actions import agents as agent_actions
 from desk.audit import Client
 from desk.db import tenant_session
 from desk.models import User
-from tests.admin.conftest import Person, logged_in
+from tests.admin.conftest import Person, enrolment_of, logged_in
 from tests.conftest import Stack
 from tests.factories import new_people
 
@@ -145,12 +144,35 @@ def test_a_login_limit_that_would_not_limit_stops_the_process(bad: dict[str, Any
 def turn_on_two_factor(person: Person) -> str:
     """Through the account page, as the browser test does; returns the key."""
     page = person.get("/account/two-factor").text
-    found = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
-    assert found is not None
+    secret, form = enrolment_of(page)
     person.token = Person.csrf_of(page)
-    answer = person.post("/account/two-factor", {"code": pyotp.TOTP(found.group(1)).now()})
+    answer = person.post("/account/two-factor", form)
     assert answer.status_code == 200 and "Two-factor is on." in answer.text
-    return found.group(1)
+    return secret
+
+
+def test_a_console_tab_answering_after_the_two_factor_page_does_not_spoil_the_enrolment(stack: Stack) -> None:
+    """Another tab's request read the session before the page and answered after it: its cookie, written back,
+    lacks what the page put in the session. The code typed on the page is still taken."""
+    agent = logged_in(stack.base_url, new_people()["agent"])  # type: ignore[arg-type]
+    before = dict(agent.client.cookies)
+    page = agent.get("/account/two-factor").text
+    agent.client.cookies.clear()
+    agent.client.cookies.update(before)  # the console tab's late answer
+    _, form = enrolment_of(page)
+    agent.token = Person.csrf_of(page)
+    answer = agent.post("/account/two-factor", form)
+    assert answer.status_code == 200 and "Two-factor is on." in answer.text
+
+
+def test_an_enrolment_form_sealed_for_someone_else_is_refused(stack: Stack) -> None:
+    people = new_people()
+    mallory = logged_in(stack.base_url, people["agent"])  # type: ignore[arg-type]
+    _, form = enrolment_of(mallory.get("/account/two-factor").text)
+    victim = logged_in(stack.base_url, people["admin"])  # type: ignore[arg-type]
+    victim.token = Person.csrf_of(victim.get("/account/two-factor").text)
+    answer = victim.post("/account/two-factor", form)  # a key Mallory knows, planted on the admin's account
+    assert answer.status_code == 400 and "That code is not right" in answer.text
 
 
 def test_an_admin_resets_the_two_factor_of_an_agent_who_lost_their_phone(stack: Stack) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from unittest import mock
 
 import httpx
+import pyotp
 import pytest
 from flask import Flask
 
@@ -67,6 +68,14 @@ class Person:
 
     def post(self, path: str, data: dict[str, Any] | None = None) -> httpx.Response:
         return self.client.post(path, data={**(data or {}), "csrf_token": self.token})
+
+
+def enrolment_of(page: str) -> tuple[str, dict[str, str]]:
+    """The key the two-factor page shows, and its form's fields with the app's code typed in."""
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
+    sealed = re.search(r'name="enrolment" value="([^"]+)"', page)
+    assert secret is not None and sealed is not None
+    return secret.group(1), {"enrolment": sealed.group(1), "code": pyotp.TOTP(secret.group(1)).now()}
 
 
 def logged_in(base_url: str, login: dict[str, Any]) -> Person:

@@ -109,6 +109,20 @@ def _tenant_requires(user: User) -> bool:
         return two_factor_required(db.get(Tenant, user.tenant_id))
 
 
+def _enrolment_token(user: User, secret: str) -> str:
+    """The secret being enrolled, sealed for the form. The form carries it rather than the session cookie alone:
+    another tab's request answered after this page (the console polls) would write back a cookie without it."""
+    return accounts.encrypt_totp_secret(f"{user.id}:{secret}", _secret_key())
+
+
+def _enrolment_secret(user: User) -> str | None:
+    """The secret the submitted form was showing, if it was sealed here for this user within the last hour."""
+    sealed = request.form.get("enrolment", "")
+    opened = accounts.decrypt_totp_secret(sealed, _secret_key(), ttl=3600) if sealed else None
+    owner, _, secret = (opened or "").partition(":")
+    return secret if secret and owner == str(user.id) else None
+
+
 def _page(user: User, forced: bool, status: int = 200, **context: Any) -> ResponseReturnValue:
     enrolling = None
     if user.totp_enabled_at is None:
@@ -118,7 +132,7 @@ def _page(user: User, forced: bool, status: int = 200, **context: Any) -> Respon
             secret = accounts.new_totp_secret()
             session[ENROLLING] = accounts.encrypt_totp_secret(secret, _secret_key())
         uri = accounts.provisioning_uri(secret, user.email)
-        enrolling = {"secret": secret, "qr": accounts.qr_svg(uri)}
+        enrolling = {"secret": secret, "qr": accounts.qr_svg(uri), "token": _enrolment_token(user, secret)}
     values = {
         "user": user,
         "forced": forced,
@@ -141,10 +155,11 @@ def two_factor() -> ResponseReturnValue:
     user, forced = found
     if request.method == "GET" or user.totp_enabled_at is not None:
         return _page(user, forced)
-    encrypted = session.get(ENROLLING)
-    secret = accounts.decrypt_totp_secret(encrypted, _secret_key()) if encrypted else None
+    secret = _enrolment_secret(user)
     step = accounts.totp_step(secret, request.form.get("code", ""), None) if secret else None
     if secret is None or step is None:
+        if secret is not None:  # the page shown again keeps the key the visitor's app already has
+            session[ENROLLING] = accounts.encrypt_totp_secret(secret, _secret_key())
         return _page(user, forced, 400, error="That code is not right. Scan the QR code again, then type the code.")
     codes, hashes = accounts.new_recovery_codes()
     with system_session() as db:
