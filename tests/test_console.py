@@ -6,14 +6,22 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import nats
 import websockets
+from sqlalchemy import select
 
+from desk import bus, subjects
+from desk.actions.messages import as_event
+from desk.db import tenant_session
 from desk.embedded import free_port
+from desk.models import Message
 from tests.clients import Agent, Visitor, start_conversation
 from tests.conftest import Stack
+from tests.test_routing_queue import tenant_id_of
 
 
 def test_the_console_needs_a_login(stack: Stack) -> None:
@@ -225,6 +233,43 @@ def test_the_stream_signals_list_and_conversation_changes_and_calls_for_attentio
         assert (await asyncio.to_thread(agent.mark_read, conversation_id, 2)).status_code == 204
         assert await asyncio.wait_for(next_event(stream, "conversation", seen), 10) == conversation_id
         assert ("inbox", "") in seen
+        await stream.aclose()
+        await visitor.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_message_event_from_an_older_worker_without_the_alert_facts_still_calls_for_attention(
+    stack: Stack,
+) -> None:
+    """During a rolling upgrade, a worker of the previous release publishes message events without the alert
+    facts; the console then looks them up."""
+    tenant = stack.bootstrap("ole")
+    login = tenant["agents"][0]
+
+    async def scenario() -> None:
+        agent = Agent(stack.base_url)
+        await asyncio.to_thread(agent.login, login["email"], login["password"])
+        await asyncio.to_thread(agent.set_presence, "away")  # routing leaves the chat unassigned
+        stream = console_events(agent)
+        seen: list[tuple[str, str]] = []
+        await asyncio.wait_for(next_event(stream, "resync", seen), 10)
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        await visitor.send({"type": "message", "client_id": "c1", "body": "Hello from before the upgrade"})
+        conversation_id = (await visitor.expect("ack"))["conversation_id"]
+        await asyncio.wait_for(next_event(stream, "attention", seen), 10)  # the new worker's event
+
+        tenant_id = tenant_id_of(tenant)
+        with tenant_session(tenant_id) as session:
+            first = session.scalars(select(Message).where(Message.conversation_id == uuid.UUID(conversation_id)))
+            event = as_event(first.one())
+        nc = await nats.connect(stack.env["NATS_URL"])
+        await nc.publish(subjects.agent_events(tenant_id), bus.encode({"kind": "message", "message": event}))
+        await nc.close()
+        alert = json.loads(await asyncio.wait_for(next_event(stream, "attention", seen), 10))
+        assert (alert["conversation_id"], alert["new"], alert["mine"]) == (conversation_id, True, False)
+        assert alert["preview"] == "Hello from before the upgrade"
         await stream.aclose()
         await visitor.close()
 

@@ -116,9 +116,12 @@ async def _store_and_publish(nc: Client, msgs: list[Msg]) -> None:
                 log.error("dropping message for unknown visitor %s of tenant %s", item.visitor_id, tenant_id)
                 continue
             event = as_event(stored.message)
-            data = bus.encode({"kind": "message", "message": event})
-            await nc.publish(subjects.visitor_events(tenant_id, item.visitor_id), data)
-            await nc.publish(subjects.agent_events(tenant_id), data)
+            await nc.publish(
+                subjects.visitor_events(tenant_id, item.visitor_id), bus.encode({"kind": "message", "message": event})
+            )
+            # The consoles' copy carries the alert facts, so that no console queries PostgreSQL per message.
+            for_agents = {"kind": "message", "message": event, "alert": stored.alert()}
+            await nc.publish(subjects.agent_events(tenant_id), bus.encode(for_agents))
             conversation_id = event["conversation_id"]
             if stored.new_conversation or not stored.created:
                 # Re-sent on redelivery too: the router ignores conversations that are already assigned.

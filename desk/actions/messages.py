@@ -58,6 +58,18 @@ class Stored:
     message: Message
     created: bool
     new_conversation: bool
+    # What a console needs to decide whether the message is worth a sound (web/edge/console.py), known here at
+    # no cost: the conversation's assignee and the visitor's name when it was stored.
+    assignee_id: uuid.UUID | None = None
+    visitor_name: str | None = None
+
+    def alert(self) -> dict[str, Any]:
+        """The alert facts the agents' copy of the event carries."""
+        return {
+            "new": self.new_conversation,
+            "assignee_id": str(self.assignee_id) if self.assignee_id else None,
+            "name": self.visitor_name,
+        }
 
 
 def as_event(message: Message) -> dict[str, Any]:
@@ -125,7 +137,9 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
             continue
         key = (item.visitor_id, item.client_id)
         if key in existing:
-            results.append(Stored(existing[key], created=False, new_conversation=False))
+            known = open_conversations.get(item.visitor_id)
+            assignee = known.assignee_id if known is not None and known.id == existing[key].conversation_id else None
+            results.append(Stored(existing[key], False, False, assignee, visitor.name))
             continue
         conversation = open_conversations.get(item.visitor_id)
         new_conversation = conversation is None
@@ -158,6 +172,6 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
         elif item.sender == "agent":
             conversation.waiting_since = None
         existing[key] = message
-        results.append(Stored(message, created=True, new_conversation=new_conversation))
+        results.append(Stored(message, True, new_conversation, conversation.assignee_id, visitor.name))
     session.flush()
     return results

@@ -79,29 +79,42 @@ def _on_another_domain(user: User, host: str | None) -> bool:
     return here is not None and here != user.tenant_id
 
 
-def _alerts(user: User, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _alert(
+    user: User, message: dict[str, Any], assignee_id: str | None, name: str | None, new: bool
+) -> dict[str, Any] | None:
+    mine = assignee_id == str(user.id)
+    if not (new or mine):
+        return None
+    return {
+        "conversation_id": message["conversation_id"],
+        "new": new,
+        "mine": mine,
+        "name": name or "A visitor",
+        "preview": message["body"][:PREVIEW_CHARS],
+    }
+
+
+def alerts(user: User, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The visitor messages worth a sound and a notification for this agent: the first of a conversation, or
-    any in a conversation assigned to them. One small query per message (a burst rarely holds more than one)."""
+    any in a conversation assigned to them; decided from the facts the store worker put in the event."""
+    found = (_alert(user, e["message"], **e["alert"]) for e in events)
+    return [a for a in found if a is not None]
+
+
+def _queried_alerts(user: User, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`alerts` for events without the facts (published by a worker older than this edge, during a rolling
+    upgrade): one small query per message."""
     found = []
     with tenant_session(user.tenant_id) as session:
-        for m in messages:
+        for e in events:
+            m = e["message"]
             facts = session.execute(
                 alert_facts(uuid.UUID(m["conversation_id"]), uuid.UUID(m["visitor_id"]), m["seq"])
             ).first()
-            if facts is None:
-                continue
-            assignee_id, name, opened = facts
-            if opened or assignee_id == user.id:
-                found.append(
-                    {
-                        "conversation_id": m["conversation_id"],
-                        "new": bool(opened),
-                        "mine": assignee_id == user.id,
-                        "name": name or "A visitor",
-                        "preview": m["body"][:PREVIEW_CHARS],
-                    }
-                )
-    return found
+            if facts is not None:
+                assignee_id, name, opened = facts
+                found.append(_alert(user, m, str(assignee_id) if assignee_id else None, name, bool(opened)))
+    return [a for a in found if a is not None]
 
 
 def signals_for(batch: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -187,13 +200,16 @@ async def console_stream(request: Request) -> Response:
                     return
                 for name, data in signals_for(batch):
                     yield {"event": name, "data": data}
-                visitor_messages = [
-                    i["message"] for i in batch if i.get("kind") == "message" and i["message"]["sender"] == "visitor"
+                from_visitors = [
+                    i for i in batch if i.get("kind") == "message" and i["message"]["sender"] == "visitor"
                 ]
-                if visitor_messages:
+                found = alerts(user, [i for i in from_visitors if "alert" in i])
+                if any("alert" not in i for i in from_visitors):
+                    older = [i for i in from_visitors if "alert" not in i]
                     loop = asyncio.get_running_loop()
-                    for alert in await loop.run_in_executor(CONSOLE_THREADS, _alerts, user, visitor_messages):
-                        yield {"event": "attention", "data": json.dumps(alert)}
+                    found += await loop.run_in_executor(CONSOLE_THREADS, _queried_alerts, user, older)
+                for alert in found:
+                    yield {"event": "attention", "data": json.dumps(alert)}
         finally:
             hub.sockets.discard(resync)
             if subscription is not None:
