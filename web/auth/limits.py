@@ -16,7 +16,6 @@ Failures are forgotten `window_seconds` after the last one, and when a lock ends
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import random
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session
 from desk.db import system_session
 from desk.models import LoginThrottle
 from desk.settings import Logins
+from web.edge import abuse
 
 KEY_CHARS = 400
 # One attempt in this many also deletes rows that hold nothing any more: sprayed emails must not fill the table.
@@ -72,16 +72,8 @@ def account_key(email: str) -> str:
 
 
 def ip_key(address: str | None) -> str:
-    """An IPv4 address as it is; an IPv6 one by its /64, which one machine usually has all of."""
-    try:
-        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
-    except ValueError:
-        return ("ip:" + (address or "unknown"))[:KEY_CHARS]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped:
-            return f"ip:{ip.ipv4_mapped}"
-        return f"ip:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
-    return f"ip:{ip}"
+    """The address's row: by its network as the edge's limits group it (an IPv6 address by its /64)."""
+    return ("ip:" + abuse.ip_key(address))[:KEY_CHARS]
 
 
 def _row(db: Session, key: str, now: datetime, limits: Logins) -> LoginThrottle:

@@ -26,7 +26,8 @@ PRUNE_ABOVE = 10_000
 
 
 def ip_key(address: str | None) -> str:
-    """An IPv4 address as it is; an IPv6 one by its /64, which one machine usually has all of (as for logins)."""
+    """An IPv4 address as it is; an IPv6 one by its /64, which one machine usually has all of. Logins' limits
+    (web/auth/limits.py) group addresses by this too."""
     try:
         ip = ipaddress.ip_address((address or "").split("%", 1)[0])
     except ValueError:
