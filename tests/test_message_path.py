@@ -4,12 +4,19 @@ console, and back (issue: the whole message path). Every test talks to the Procf
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
+import nats
 import websockets
+from honcho.environ import parse_procfile
 
+from desk import subjects
+from desk.settings import ROOT
 from tests.clients import Agent, Visitor, session
 from tests.conftest import Stack
+from tests.test_dead_letter import wait_until_gone
+from tests.test_routing_queue import tenant_id_of
 
 
 def test_two_hundred_messages_are_acked_once_in_order_and_the_agent_replies(stack: Stack) -> None:
@@ -59,6 +66,49 @@ def test_two_hundred_messages_are_acked_once_in_order_and_the_agent_replies(stac
         assert (await again.expect("pong"))["type"] == "pong"
         assert [f for f in again.frames if f["type"] == "message" and f["seq"] <= 150] == []
         await again.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_visitors_messages_wait_in_jetstream_not_on_the_socket_while_the_worker_is_away(stack: Stack) -> None:
+    """The edge publishes each message as soon as JetStream holds the one before it, not once it is stored: a
+    burst sent while no worker runs is all on disk at once, and is acked in send order when the worker is back."""
+    tenant = stack.bootstrap()
+    tenant_id = tenant_id_of(tenant)
+    group = stack.processes["worker"].pid
+    stack.stop("worker")
+    wait_until_gone(group)
+
+    async def scenario() -> None:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        sent = {f"w-{i}": f"While you were away #{i}" for i in range(5)}
+        for client_id, body in sent.items():
+            await visitor.send({"type": "message", "client_id": client_id, "body": body})
+        subject = subjects.inbound(tenant_id, uuid.UUID(visitor.visitor_id))
+        nc = await nats.connect(stack.env["NATS_URL"])
+        try:
+            for _ in range(100):
+                info = await nc.jetstream().stream_info(subjects.IN_STREAM, subjects_filter=subject)
+                if (info.state.subjects or {}).get(subject) == 5:
+                    break
+                await asyncio.sleep(0.1)
+            assert (info.state.subjects or {}).get(subject) == 5, "the burst is in JetStream before any is stored"
+        finally:
+            await nc.close()
+            stack.start("worker", parse_procfile((ROOT / "Procfile").read_text()).processes["worker"])
+
+        acks: dict[str, int] = {}
+        while len(acks) < len(sent):
+            frame = await visitor.recv(timeout=60)
+            if frame["type"] == "ack":
+                assert frame["client_id"] not in acks, f"second ack for {frame['client_id']}"
+                acks[frame["client_id"]] = frame["seq"]
+            elif frame["type"] == "error" and frame.get("retry"):  # the worker took long to start: as the widget
+                client_id = frame["client_id"]
+                await visitor.send({"type": "message", "client_id": client_id, "body": sent[client_id]})
+        assert [acks[c] for c in sent] == [1, 2, 3, 4, 5], "seq order is send order"
+        await visitor.close()
 
     asyncio.run(scenario())
 

@@ -62,7 +62,7 @@ class Hub:
             socket.resync()
 
     async def drain(self, timeout: float = DRAIN_SECONDS) -> None:
-        """Before a restart: every socket finishes the message it is storing, then is told to reconnect."""
+        """Before a restart: every socket finishes the messages it has taken, then is told to reconnect."""
         self.draining.set()
         leaving = [s.going_away() for s in list(self.sockets) if hasattr(s, "going_away")]
         log.info("edge: draining %d sockets", len(leaving))

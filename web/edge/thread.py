@@ -42,6 +42,15 @@ def follows_on(delivered: int, stored: list[dict[str, Any]]) -> bool:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A visitor's message JetStream holds; `future` gets its stored event."""
+
+    started: float
+    duplicate: bool
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Refusal:
     """Why a visitor may not connect: a WebSocket close code, an HTTP status and a message."""
 
@@ -177,28 +186,42 @@ class VisitorLink:
 
     async def store(self, frame: protocol.Send) -> dict[str, Any]:
         """Publish a visitor's message and return its `ack` once stored, or an error frame to retry on."""
+        published = await self.publish(frame)
+        return published if isinstance(published, dict) else await self.stored(frame, published)
+
+    async def publish(self, frame: protocol.Send) -> Published | dict[str, Any]:
+        """Hand a visitor's message to JetStream; once this returns, the stream holds it behind every message
+        published before it (so its seq comes after theirs), or an error frame says it may not."""
         claims = self.claims
         started = time.monotonic()
         future = self.waiting.setdefault(frame.client_id, asyncio.get_running_loop().create_future())
         inbound = Inbound(visitor_id=claims.visitor_id, client_id=frame.client_id, body=frame.body)
         try:
-            try:
-                puback = await publish_durable(
-                    self.hub.client(),
-                    subjects.inbound(claims.tenant_id, claims.visitor_id),
-                    inbound.payload(),
-                    subjects.inbound_msg_id(claims.visitor_id, frame.client_id),
-                )
-            except BusUnavailable as exc:
-                log.warning("edge: publish failed for visitor %s: %s", claims.visitor_id, exc)
-                metrics.ERRORS.labels("edge", "unavailable").inc()
-                return protocol.error("unavailable", "message not accepted; send it again", client_id=frame.client_id)
-            metrics.ACK_LATENCY.labels("published").observe(metrics.since(started))
-            metrics.MESSAGES_IN.labels("visitor").inc()
+            puback = await publish_durable(
+                self.hub.client(),
+                subjects.inbound(claims.tenant_id, claims.visitor_id),
+                inbound.payload(),
+                subjects.inbound_msg_id(claims.visitor_id, frame.client_id),
+            )
+        except BusUnavailable as exc:
+            self.waiting.pop(frame.client_id, None)
+            log.warning("edge: publish failed for visitor %s: %s", claims.visitor_id, exc)
+            metrics.ERRORS.labels("edge", "unavailable").inc()
+            return protocol.error("unavailable", "message not accepted; send it again", client_id=frame.client_id)
+        metrics.ACK_LATENCY.labels("published").observe(metrics.since(started))
+        metrics.MESSAGES_IN.labels("visitor").inc()
+        return Published(started, puback.duplicate, future)
+
+    async def stored(self, frame: protocol.Send, published: Published) -> dict[str, Any]:
+        """The `ack` of a published message once PostgreSQL has it, or an error frame to retry on."""
+        claims = self.claims
+        try:
             # A duplicate within JetStream's window may have been stored long ago: ask PostgreSQL first.
-            stored = await asyncio.to_thread(_stored, claims, frame.client_id) if puback.duplicate else None
+            stored = await asyncio.to_thread(_stored, claims, frame.client_id) if published.duplicate else None
             try:
-                stored = stored or await asyncio.wait_for(asyncio.shield(future), self.limits.ack_timeout_seconds)
+                stored = stored or await asyncio.wait_for(
+                    asyncio.shield(published.future), self.limits.ack_timeout_seconds
+                )
             except TimeoutError:
                 # The event may have been missed: PostgreSQL decides.
                 stored = await asyncio.to_thread(_stored, claims, frame.client_id)
@@ -207,7 +230,8 @@ class VisitorLink:
                     return protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
             self.conversation_id = stored["conversation_id"]
             self._typing_at = float("-inf")  # typing after a message is a new burst: pass its first on
-            metrics.ACK_LATENCY.labels("acked").observe(metrics.since(started))
+            metrics.ACK_LATENCY.labels("acked").observe(metrics.since(published.started))
             return protocol.ack(frame.client_id, stored["seq"], stored["conversation_id"])
         finally:
-            self.waiting.pop(frame.client_id, None)
+            if self.waiting.get(frame.client_id) is published.future:
+                self.waiting.pop(frame.client_id, None)

@@ -1,12 +1,12 @@
 """A visitor's WebSocket: `/ws/visitor?token=…` (docs/protocol.md, steps 2-3).
 
 Five tasks per socket: `_receive` reads and validates frames (and passes `typing` on at once; it also spends
-the socket's frame budget, web/edge/abuse.py); `_send_outbox` stores the visitor's messages one at a time (so seq
-order is send order) through web/edge/thread.py; `_deliver` sends the thread in seq order with no gap and no
-duplicate, from NATS events when they line up and from PostgreSQL when they do not, and the `typing` and `read`
-frames in the order their events came; `_heartbeat` pings; `_until_cut` closes the socket when its tenant is
-suspended (web/edge/access.py). When any of them ends, the socket closes and the client reconnects and catches up.
-Before any of them, `visitor_endpoint` applies the per-address limits.
+the socket's frame budget, web/edge/abuse.py); `_send_outbox` publishes the visitor's messages one at a time (so
+seq order is send order) through web/edge/thread.py, and acks each once stored; `_deliver` sends the thread in seq
+order with no gap and no duplicate, from NATS events when they line up and from PostgreSQL when they do not,
+and the `typing` and `read` frames in the order their events came; `_heartbeat` pings; `_until_cut` closes the
+socket when its tenant is suspended (web/edge/access.py). When any of them ends, the socket closes and the client
+reconnects and catches up. Before any of them, `visitor_endpoint` applies the per-address limits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from desk.settings import Settings
 from web.edge import access
 from web.edge.abuse import EdgeLimits, Limited
 from web.edge.hub import Hub
-from web.edge.thread import REPLAY_PAGE, Refusal, VisitorLink, authorize, follows_on
+from web.edge.thread import REPLAY_PAGE, Published, Refusal, VisitorLink, authorize, follows_on
 
 CLOSE_SILENT = 4408
 CLOSE_TOO_MANY_PENDING = 4429
@@ -58,7 +58,8 @@ class VisitorSocket:
         self.send_lock = asyncio.Lock()
         self.leaving = asyncio.Event()  # the edge is draining: accept no more messages on this socket
         self.cut = asyncio.Event()  # the tenant was suspended (web/edge/access.py): close now
-        self.storing = False
+        # Published messages waiting for their stored event; with the outbox, at most pending_messages.
+        self.in_flight: set[asyncio.Task[None]] = set()
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -107,6 +108,9 @@ class VisitorSocket:
         self.resync()
 
     async def _send_outbox(self) -> None:
+        """Publish the socket's messages one at a time, in send order, each as soon as JetStream holds the one
+        before it (the store worker stores a thread in stream order, so seq order is send order), and answer each
+        with its ack when it is stored, while the next ones are on their way."""
         blocked: dict[str, Any] | None = None  # the retry error of a message the client must send again
         while True:
             frame = await self.outbox.get()
@@ -116,13 +120,19 @@ class VisitorSocket:
                 # keeps seq order equal to send order.
                 await self.send(protocol.error(blocked["code"], blocked["message"], frame.client_id))
                 continue
-            self.storing = True
-            try:
-                answer = await self.link.store(frame)
-                blocked = answer if answer["type"] == "error" else None
-                await self.send(answer)
-            finally:
-                self.storing = False
+            published = await self.link.publish(frame)
+            if isinstance(published, dict):  # not in the stream: nothing after it may be
+                blocked = published
+                await self.send(published)
+                continue
+            blocked = None
+            task = asyncio.create_task(self._answer(frame, published))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+
+    async def _answer(self, frame: protocol.Send, published: Published) -> None:
+        with contextlib.suppress(*GONE):
+            await self.send(await self.link.stored(frame, published))
 
     async def _receive(self) -> None:
         silence = 2 * self.limits.heartbeat_seconds
@@ -164,7 +174,7 @@ class VisitorSocket:
                     continue  # not acked, so the client sends it again after reconnecting
                 if self.delivered is None:
                     await self.send(protocol.error("hello_required", "send hello before messages"))
-                elif self.outbox.full():
+                elif self.outbox.qsize() + len(self.in_flight) >= self.limits.pending_messages:
                     # Closing (not refusing this one) keeps order: the client re-sends its outbox in order.
                     over = Limited("pending_messages", "too many unacknowledged messages; reconnect", 1)
                     await refuse(self.ws, over, CLOSE_TOO_MANY_PENDING, self.send_lock)
@@ -192,7 +202,7 @@ class VisitorSocket:
         """The edge is restarting: finish the messages already taken (their acks go out), then close so that
         the client reconnects; what it sends meanwhile stays in its outbox and is re-sent there."""
         self.leaving.set()
-        while self.storing or not self.outbox.empty():
+        while self.in_flight or not self.outbox.empty():
             await asyncio.sleep(0.02)
         with contextlib.suppress(*GONE):
             await self.ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
@@ -216,9 +226,9 @@ class VisitorSocket:
         finally:
             hub.sockets.discard(self)
             metrics.SOCKETS.labels("visitor_ws").dec()
-            for task in tasks:
+            for task in [*tasks, *self.in_flight]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self.in_flight, return_exceptions=True)
             await self.link.close()
 
 
