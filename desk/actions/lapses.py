@@ -15,7 +15,7 @@ desk.settings.Routing) or the installation's default; 0 turns it off.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,24 @@ def _older_than(column: Any, name: str, default: int) -> Any:
     limit = tenant_limit(name, default)
     # make_interval(years, months, weeks, days, hours, mins, secs): positional, as SQLAlchemy passes them.
     return and_(limit > 0, column < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, limit))
+
+
+def update_with_events(
+    session: Session, changed: Any, kind: str, detail: Callable[[Any], dict[str, Any]]
+) -> tuple[Sequence[Any], dict[uuid.UUID, int]]:
+    """Run `changed` (an UPDATE of conversations RETURNING at least their id and tenant_id), record a `kind` event
+    with `detail(row)` in the timeline of each, and commit. Returns the rows and each conversation's event id
+    (none and {}, rolled back, when nothing changed)."""
+    rows = session.execute(changed).all()
+    if not rows:
+        session.rollback()
+        return [], {}
+    events = session.execute(
+        insert(ConversationEvent).returning(ConversationEvent.conversation_id, ConversationEvent.id),
+        [{"tenant_id": r.tenant_id, "conversation_id": r.id, "kind": kind, "detail": detail(r)} for r in rows],
+    ).all()
+    session.commit()
+    return rows, dict(events)
 
 
 def do_take_back_unopened(session: Session, config: Routing) -> list[Requeued]:
@@ -93,7 +111,8 @@ def do_mark_missed(session: Session, config: Routing) -> list[Missed]:
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    rows = session.execute(
+    rows, event_of = update_with_events(
+        session,
         update(Conversation)
         .where(Conversation.id.in_(due))
         .values(missed_at=func.now())
@@ -104,25 +123,10 @@ def do_mark_missed(session: Session, config: Routing) -> list[Missed]:
             Conversation.assignee_id,
             Conversation.waiting_since,
         )
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not rows:
-        session.rollback()
-        return []
-    events = session.execute(
-        insert(ConversationEvent).returning(ConversationEvent.conversation_id, ConversationEvent.id),
-        [
-            {
-                "tenant_id": r.tenant_id,
-                "conversation_id": r.id,
-                "kind": "missed",
-                "detail": {"waiting_since": r.waiting_since.isoformat()},
-            }
-            for r in rows
-        ],
-    ).all()
-    session.commit()
-    event_of = dict(events)
+        .execution_options(synchronize_session=False),
+        "missed",
+        lambda r: {"waiting_since": r.waiting_since.isoformat()},
+    )
     return [Missed(r.id, r.tenant_id, r.team_id, r.assignee_id, event_of[r.id]) for r in rows]
 
 

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from desk import signals
-from desk.models import PRESENCE, Conversation, ConversationEvent, User
+from desk.actions.lapses import update_with_events
+from desk.models import PRESENCE, Conversation, User
 
 # A sweep changes at most this many rows per statement; the next sweep takes the rest.
 SWEEP_BATCH = 500
@@ -147,27 +148,13 @@ def do_wake_snoozed(session: Session) -> list[Woken]:
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    rows = session.execute(
+    rows, event_of = update_with_events(
+        session,
         update(Conversation)
         .where(Conversation.id.in_(due))
         .values(status="open", snoozed_until=None)
-        .returning(Conversation.id, Conversation.tenant_id, Conversation.assignee_id, Conversation.team_id)
-    ).all()
-    if not rows:
-        session.rollback()
-        return []
-    events = session.execute(
-        insert(ConversationEvent).returning(ConversationEvent.conversation_id, ConversationEvent.id),
-        [
-            {
-                "tenant_id": row.tenant_id,
-                "conversation_id": row.id,
-                "kind": "reopened",
-                "detail": {**SNOOZE_ENDED, "previous": "snoozed"},
-            }
-            for row in rows
-        ],
-    ).all()
-    session.commit()
-    event_of = dict(events)
+        .returning(Conversation.id, Conversation.tenant_id, Conversation.assignee_id, Conversation.team_id),
+        "reopened",
+        lambda _: {**SNOOZE_ENDED, "previous": "snoozed"},
+    )
     return [Woken(row.id, row.tenant_id, event_of[row.id], row.assignee_id, row.team_id) for row in rows]
