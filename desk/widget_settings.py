@@ -1,4 +1,5 @@
-"""A site's widget settings (docs/widget.md, "Settings"): welcome text per language, colour and position.
+"""A site's widget settings (docs/widget.md, "Settings"): welcome text per language, colour, position and the
+pre-chat form (docs/widget.md, "Pre-chat form").
 
 Stored in `sites.widget`; validated here on the way in (`deskbell bootstrap`, later the admin pages) and completed
 with the defaults on the way out (the session response). Nothing is escaped: the widget sets text with textContent.
@@ -16,6 +17,13 @@ POSITIONS = ("right", "left")
 WELCOME_CHARS = 500
 COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 DEFAULTS: dict[str, Any] = {"welcome": {}, "color": "#2956d6", "position": "right"}
+# The pre-chat form: each of name and email is not asked, optional or required; the question's options are labels
+# the visitor picks one of (stored as the custom attribute PRECHAT_ATTRIBUTE, which routing rules match).
+PRECHAT_MODES = ("off", "optional", "required")
+PRECHAT_OPTIONS = (2, 10)
+PRECHAT_OPTION_CHARS = 60
+PRECHAT_QUESTION_CHARS = 200
+PRECHAT_ATTRIBUTE = "pre_chat_choice"
 
 
 class InvalidSetting(ValueError):
@@ -43,6 +51,45 @@ def parse(
             raise InvalidSetting(f"position must be one of {', '.join(POSITIONS)}, not {position!r}")
         settings["position"] = position
     return settings
+
+
+def parse_prechat(form: dict[str, Any]) -> dict[str, Any] | None:
+    """The pre-chat form from `prechat_enabled` (a checkbox), `prechat_name` and `prechat_email` (PRECHAT_MODES),
+    `prechat_question_en`/`_zh` and `prechat_options` (one a line). None when nothing is set, so a site that never
+    used the form keeps no settings for it; settings kept while it is off come back when it is turned on again."""
+    enabled = str(form.get("prechat_enabled") or "") in ("on", "1", "true", "yes")
+    modes = {}
+    for field in ("name", "email"):
+        mode = str(form.get(f"prechat_{field}") or "off")
+        if mode not in PRECHAT_MODES:
+            raise InvalidSetting(f"pre-chat {field} must be one of {', '.join(PRECHAT_MODES)}, not {mode!r}")
+        modes[field] = mode
+    question = {}
+    for language in LANGUAGES:
+        text = str(form.get(f"prechat_question_{language}") or "").strip()
+        if not text:
+            continue
+        if len(text) > PRECHAT_QUESTION_CHARS or not storable(text):
+            raise InvalidSetting(f"pre-chat question ({language}) must be at most {PRECHAT_QUESTION_CHARS} characters")
+        question[language] = text
+    options = [line.strip() for line in str(form.get("prechat_options") or "").splitlines() if line.strip()]
+    low, high = PRECHAT_OPTIONS
+    if options and not low <= len(options) <= high:
+        raise InvalidSetting(f"the pre-chat question needs {low} to {high} options, one a line, not {len(options)}")
+    for option in options:
+        if len(option) > PRECHAT_OPTION_CHARS or not storable(option):
+            limit = PRECHAT_OPTION_CHARS
+            raise InvalidSetting(f"a pre-chat option must be at most {limit} characters (one has {len(option)})")
+    if len({option.casefold() for option in options}) < len(options):
+        raise InvalidSetting("the pre-chat options must all be different")
+    if question and not options:
+        raise InvalidSetting(f"the pre-chat question needs {low} to {high} options, one a line")
+    asks = modes["name"] != "off" or modes["email"] != "off" or bool(options)
+    if enabled and not asks:
+        raise InvalidSetting("the pre-chat form needs something to ask: a name, an email or a question with options")
+    if not enabled and not asks and not question:
+        return None
+    return {"enabled": enabled, **modes, "question": question, "options": options}
 
 
 def effective(stored: dict[str, Any] | None) -> dict[str, Any]:

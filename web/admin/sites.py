@@ -3,13 +3,15 @@ embed snippet to copy (docs/admin.md, "Sites")."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from desk import widget_settings
+from desk import audit, widget_settings
 from desk.actions import sites as act
-from desk.actions.admin import ActionError
+from desk.actions.admin import ActionError, record
 from desk.models import Site
 from desk.settings import Settings
 from web.admin import admin_session, bp, done, page, parse_id
@@ -36,6 +38,18 @@ def site_form(site: Site | None) -> dict[str, str]:
     }
 
 
+def prechat_form(prechat: dict[str, Any] | None) -> dict[str, str]:
+    """The pre-chat form's fields as the site form shows them (desk/widget_settings.py, `parse_prechat`)."""
+    prechat = prechat or {}
+    return {
+        "prechat_enabled": "on" if prechat.get("enabled") else "",
+        "prechat_name": prechat.get("name") or "off",
+        "prechat_email": prechat.get("email") or "off",
+        "prechat_options": "\n".join(prechat.get("options") or []),
+        **{f"prechat_question_{lang}": text for lang, text in (prechat.get("question") or {}).items()},
+    }
+
+
 @bp.route("/sites", methods=["GET", "POST"])
 @requires("admin", "owner")
 def sites() -> ResponseReturnValue:
@@ -56,11 +70,13 @@ def _site_page(site: Site, form: dict[str, str], error: str | None = None, statu
         "admin/site.html",
         status,
         site=site,
-        form=form,
+        form={**prechat_form((site.widget or {}).get("prechat")), **form},  # the form's fields over the saved ones
         error=error,
         snippet=snippet(site),
         languages=widget_settings.LANGUAGES,
         positions=widget_settings.POSITIONS,
+        prechat_modes=widget_settings.PRECHAT_MODES,
+        prechat_limits=(*widget_settings.PRECHAT_OPTIONS, widget_settings.PRECHAT_OPTION_CHARS),
     )
 
 
@@ -79,6 +95,33 @@ def site(site_id: str) -> ResponseReturnValue:
                 return _site_page(session.get(Site, found.id), request.form.to_dict(), exc.message, exc.status)
             return done("Site saved.", "admin.site", site_id=found.id)
         return _site_page(found, site_form(found))
+
+
+@bp.post("/sites/<site_id>/prechat")
+@requires("admin", "owner")
+def site_prechat(site_id: str) -> ResponseReturnValue:
+    """The pre-chat form's settings (docs/widget.md, "Pre-chat form"), audited as a change of the site."""
+    form = request.form.to_dict()
+    with admin_session() as (session, actor):
+        found = session.get(Site, parse_id(site_id))
+        if found is None:
+            return page("admin/refused.html", 404, title="Not found", message="No such site.")
+        before = audit.snapshot(found, act.FIELDS)
+        try:
+            prechat = widget_settings.parse_prechat(form)
+        except widget_settings.InvalidSetting as exc:
+            shown = {**site_form(found), **{k: v for k, v in form.items() if k.startswith("prechat_")}}
+            shown["prechat_enabled"] = form.get("prechat_enabled", "")  # an unticked box is not in the form
+            message = str(exc)[:1].upper() + str(exc)[1:] + "."
+            return _site_page(found, shown, message, 400)
+        widget = {k: v for k, v in (found.widget or {}).items() if k != "prechat"}
+        found.widget = {**widget, "prechat": prechat} if prechat else widget
+        after = audit.snapshot(found, act.FIELDS)
+        if after != before:
+            changed = {"before": before, "after": after, "site_id": found.id, "name": found.name}
+            record(session, actor, client(), "site.update", **changed)
+        session.commit()
+    return done("Pre-chat form saved.", "admin.site", site_id=site_id)
 
 
 @bp.post("/sites/<site_id>/rotate")

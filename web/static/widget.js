@@ -323,7 +323,7 @@
     state.open = typeof open === "boolean" ? open : !state.open;
     panel.classList.toggle("open", state.open);
     labelLauncher();
-    if (state.open) { markRead(); box.focus(); list.scrollTop = list.scrollHeight; }
+    if (state.open) { markRead(); focusTarget().focus(); list.scrollTop = list.scrollHeight; }
     else if (wasFocused) launcher.focus();
   }
   launcher.addEventListener("click", function () { toggle(); });
@@ -525,6 +525,7 @@
     emailBox.hidden = !!s.agents_online || state.identified || load("gaveEmail", false);
     state.maxBytes = s.upload_max_bytes || state.maxBytes;
     applyHours(s.hours);  // outside business hours: the message form (below)
+    applyPrechat(s.prechat);  // a new visitor of a site that asks first: the pre-chat form (below)
   }
 
   // Leave a message: the email typed with it goes with a session request; until one has carried it, it waits
@@ -779,6 +780,112 @@
           showError(trError, data.error === "invalid_email" ? trEmail : null, data.message || TM.notSent);
         }
       }, function () { showError(trError, null, TM.notSent); });
+  });
+
+  // -- the pre-chat form (docs/widget.md, "Pre-chat form") -----------------------------------------------------
+  // While the session says `prechat` (the site's form is on and this visitor has not answered it nor started a
+  // conversation), the form stands in for the composer; its answers go to /api/v1/widget/prechat, which checks
+  // them against the site's settings. Labels and options are the site's text: set with textContent only.
+  var TP = zh ? {
+    intro: "开始聊天前，请告诉我们一些信息。", name: "您的姓名", email: "您的邮箱", optional: "（选填）",
+    question: "我们能帮您什么？", start: "开始聊天", needName: "请输入您的姓名。", needEmail: "请输入您的邮箱地址。",
+    needChoice: "请选择一项。", notSent: "未能保存，请重试。"
+  } : {
+    intro: "Before we start, tell us a little about you.", name: "Your name", email: "Your email",
+    optional: " (optional)", question: "What can we help with?", start: "Start chat", needName: "Enter your name.",
+    needEmail: "Enter your email address.", needChoice: "Choose one of the options.", notSent: "Not saved. Please try again."
+  };
+  css += ".prechat label{display:flex;flex-direction:column;gap:2px;font-size:13px}" +
+    ".prechat fieldset{border:0;padding:0;display:flex;flex-direction:column;gap:4px}.prechat legend{font-size:13px;padding:0 0 2px}" +
+    ".prechat fieldset[aria-invalid=true]{outline:1px solid #b42318;outline-offset:2px}" +
+    ".prechat label.opt{flex-direction:row;align-items:center;gap:6px}.prechat input[type=radio]{padding:0;margin:0}";
+  setColor(COLOR);
+  var preName = h("input", "", { type: "text", autocomplete: "name", maxlength: "200" });
+  var preEmail = h("input", "", { type: "email", autocomplete: "email", maxlength: "320" });
+  var preNameLabel = h("label"), preEmailLabel = h("label");
+  var preLegend = h("legend"), preChoices = h("fieldset", "", { role: "radiogroup" }, [preLegend]);
+  var preError = h("div", "err", { role: "alert", hidden: "" });
+  var prechatForm = h("form", "offline prechat", { hidden: "", novalidate: "", "aria-label": TP.intro },
+                      [h("div", "", {}, [TP.intro]), preNameLabel, preEmailLabel, preChoices, preError,
+                       h("button", "", { type: "submit" }, [TP.start])]);
+  panel.insertBefore(prechatForm, form);
+  var preSpec = null;
+
+  function preField(label, input, mode, text) {
+    label.textContent = "";
+    label.appendChild(document.createTextNode(text + (mode === "optional" ? TP.optional : "")));
+    label.appendChild(input);
+    label.hidden = mode !== "optional" && mode !== "required";
+    input.setAttribute("aria-required", String(mode === "required"));
+    input.setAttribute("aria-invalid", "false");
+  }
+  // The session's `prechat`: show the form (instead of the composer) or, once answered elsewhere, the composer.
+  function applyPrechat(spec) {
+    var show = !!spec && offlineForm.hidden && !state.outbox.length;
+    if (!show) {
+      if (!prechatForm.hidden) { prechatForm.hidden = true; form.hidden = false; }
+      preSpec = null;
+      return;
+    }
+    form.hidden = true; emailBox.hidden = true;
+    if (!prechatForm.hidden && JSON.stringify(spec) === JSON.stringify(preSpec)) return;  // keep what is typed
+    preSpec = spec;
+    preField(preNameLabel, preName, spec.name, TP.name);
+    preField(preEmailLabel, preEmail, spec.email, TP.email);
+    preEmail.value = preEmail.value || load("replyEmail", "") || "";
+    while (preChoices.lastChild !== preLegend) preChoices.removeChild(preChoices.lastChild);
+    preLegend.textContent = (spec.question || {})[zh ? "zh" : "en"] || TP.question;
+    (spec.options || []).forEach(function (label) {
+      preChoices.appendChild(h("label", "opt", {}, [h("input", "", { type: "radio", name: "deskbell-choice", value: label }), label]));
+    });
+    preChoices.hidden = !(spec.options || []).length;
+    preChoices.setAttribute("aria-invalid", "false");
+    showError(preError, null, "");
+    prechatForm.hidden = false;
+  }
+  // Where focus goes when the panel opens: the form's first field while it is shown, else the composer.
+  function focusTarget() {
+    if (prechatForm.hidden) return box;
+    return [preName, preEmail].filter(function (i) { return !i.parentNode.hidden; })[0] ||
+           preChoices.querySelector("input") || box;
+  }
+  function preChoice() {
+    var picked = preChoices.querySelector("input:checked");
+    return picked ? picked.value : "";
+  }
+  function preRefuse(field, text) {
+    var input = field === "name" ? preName : field === "email" ? preEmail : null;
+    preChoices.setAttribute("aria-invalid", String(field === "choice"));
+    showError(preError, input, text);
+    if (field === "choice") (preChoices.querySelector("input:checked") || preChoices.querySelector("input")).focus();
+  }
+  prechatForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var spec = preSpec || {}, name = preName.value.trim(), email = preEmail.value.trim(), choice = preChoice();
+    [preName, preEmail].forEach(function (i) { i.setAttribute("aria-invalid", "false"); });
+    if (spec.name === "required" && !name) return preRefuse("name", TP.needName);
+    if (spec.email === "required" && !email) return preRefuse("email", TP.needEmail);
+    if (spec.email !== "off" && email && !EMAIL.test(email)) return preRefuse("email", TM.badEmail);
+    if ((spec.options || []).length && !choice) return preRefuse("choice", TP.needChoice);
+    preChoices.setAttribute("aria-invalid", "false");
+    postJson("/api/v1/widget/prechat", { visitor_token: state.token, name: name, email: email, choice: choice })
+      .then(function (data) {
+        if (data.status_code === 200) {
+          if (data.email) { save("replyEmail", data.email); save("gaveEmail", true); offEmail.value = trEmail.value = data.email; }
+          preSpec = null;
+          prechatForm.hidden = true; form.hidden = false; showError(preError, null, "");
+          box.focus();
+          emit("prechat", { name: data.name, email: data.email, choice: data.choice });
+        } else if (data.status_code === 400) {
+          var text = { missing_name: TP.needName, missing_email: TP.needEmail, invalid_email: TM.badEmail,
+                       missing_choice: TP.needChoice, invalid_choice: TP.needChoice }[data.error];
+          preRefuse(data.field, text || data.message || TP.notSent);
+        } else if (data.status_code === 409) {
+          applyPrechat(null);  // the site turned the form off meanwhile: chat straight away
+        } else {
+          preRefuse(null, TP.notSent);
+        }
+      }, function () { preRefuse(null, TP.notSent); });
   });
 
   // -- the public API: calls queued by the snippet's stub run first, so identify() is in the first session --

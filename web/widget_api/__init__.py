@@ -114,6 +114,7 @@ def create_session() -> ResponseReturnValue:
         session.commit()
         agents_online = session.scalar(online_agent()) is not None
         hours = _offline.hours_of(session)  # outside business hours the widget offers a message form
+        prechat = _prechat.form_for(session, site, visitor)  # what to ask before the chat, or None
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
     identification: dict[str, Any] = {"identified": proved is not None}
     if identity is not None and proved is None:
@@ -129,6 +130,7 @@ def create_session() -> ResponseReturnValue:
         hours=hours,
         upload_max_bytes=config.limits.upload_bytes,
         widget=widget_settings.effective(site.widget),
+        prechat=prechat,
         **identification,
     )
 
@@ -157,3 +159,4 @@ def demo() -> ResponseReturnValue:
 
 from web.widget_api import attachments as _attachments  # noqa: E402, F401 - its routes join this blueprint
 from web.widget_api import offline as _offline  # noqa: E402 - offline messages, transcripts, business hours
+from web.widget_api import prechat as _prechat  # noqa: E402 - the pre-chat form
