@@ -842,6 +842,7 @@
     preChoices.setAttribute("aria-invalid", "false");
     showError(preError, null, "");
     prechatForm.hidden = false;
+    if (state.open && (!root.activeElement || root.activeElement === box)) focusTarget().focus();  // opened first
   }
   // Where focus goes when the panel opens: the form's first field while it is shown, else the composer.
   function focusTarget() {
