@@ -12,8 +12,9 @@ from desk import settings, subjects
 from workers import base, mailer, router, store, sweeper
 
 CONSUMERS = {
-    "store": (subjects.IN_STREAM, subjects.STORE_CONSUMER, store.handle),
-    "router": (subjects.JOBS_STREAM, subjects.ROUTE_CONSUMER, router.handle),
+    # The store keeps each visitor's thread in stream order (workers/store.py); routing jobs need no order.
+    "store": base.Consumer(subjects.IN_STREAM, subjects.STORE_CONSUMER, store.handle, in_order=True),
+    "router": base.Consumer(subjects.JOBS_STREAM, subjects.ROUTE_CONSUMER, router.handle),
 }
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 import nats.errors
 import prometheus_client
@@ -51,8 +52,12 @@ ERROR_HEADER_CHARS = 500
 METRICS_PORT_RANGE = 32
 
 
-async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop: asyncio.Event) -> None:
-    """Pull batches from a durable consumer until `stop` is set, settling every message of each."""
+async def consume(
+    nc: Client, stream: str, durable: str, handler: Handler, stop: asyncio.Event, *, in_order: bool = False
+) -> None:
+    """Pull batches from a durable consumer until `stop` is set, settling every message of each. `in_order`: the
+    handler keeps each subject in stream order, so when a batch is retried a message whose subject's earlier one
+    just failed is handed back with it (nak) instead of being tried."""
     js = nc.jetstream()
     while True:  # on a NATS cluster a consumer has no leader for a moment after release and during an election
         try:
@@ -65,7 +70,7 @@ async def consume(nc: Client, stream: str, durable: str, handler: Handler, stop:
             log.warning("%s: consumer not available yet (%s); retrying", durable, exc)
             await asyncio.sleep(0.5)
     progress_every = (config.ack_wait or subjects.ACK_WAIT_SECONDS) / 3
-    batch = _Batch(nc, durable, handler, stop, max_deliver=config.max_deliver or -1)
+    batch = _Batch(nc, durable, handler, stop, max_deliver=config.max_deliver or -1, in_order=in_order)
     while not stop.is_set():
         try:
             msgs = await sub.fetch(BATCH, timeout=FETCH_WAIT_SECONDS)
@@ -93,8 +98,11 @@ class _Stopped(Exception):
 class _Batch:
     """Handles a batch and settles each of its messages: ack, nak for a retry, or dead-letter."""
 
-    def __init__(self, nc: Client, durable: str, handler: Handler, stop: asyncio.Event, max_deliver: int) -> None:
+    def __init__(
+        self, nc: Client, durable: str, handler: Handler, stop: asyncio.Event, max_deliver: int, in_order: bool
+    ) -> None:
         self.nc, self.js, self.durable, self.handler, self.stop = nc, nc.jetstream(), durable, handler, stop
+        self.in_order = in_order
         self.dead_after = subjects.DEAD_AFTER if max_deliver < 0 else min(subjects.DEAD_AFTER, max_deliver)
 
     async def process(self, msgs: list[Msg]) -> None:
@@ -115,7 +123,7 @@ class _Batch:
                     for rest in msgs[i:]:
                         await _quietly(rest.nak())
                     return
-                if msg.subject in failed:
+                if self.in_order and msg.subject in failed:
                     # A later message of a subject whose earlier one just failed comes back with it: the store
                     # keeps a thread in order (workers/store.py) and would only hold it until then.
                     await _quietly(msg.nak(delay=RETRY_SECONDS))
@@ -221,11 +229,20 @@ def serve_metrics() -> int | None:
     return None
 
 
+class Consumer(NamedTuple):
+    """A durable consumer a worker runs, and how (`consume`'s `in_order`)."""
+
+    stream: str
+    durable: str
+    handler: Handler
+    in_order: bool = False
+
+
 # A task that runs beside the consumers until the stop event is set (the sweeper, workers/sweeper.py).
 Beside = Callable[[Client, asyncio.Event], Awaitable[None]]
 
 
-def run(consumers: list[tuple[str, str, Handler]], name: str, beside: Sequence[Beside] = ()) -> None:
+def run(consumers: list[Consumer], name: str, beside: Sequence[Beside] = ()) -> None:
     """Run consumers (and the `beside` tasks) until SIGTERM or SIGINT, then finish and ack the current batches,
     let the `beside` tasks finish their round, and disconnect."""
     logs.configure(name)
@@ -240,9 +257,10 @@ def run(consumers: list[tuple[str, str, Handler]], name: str, beside: Sequence[B
             loop.add_signal_handler(sig, stop.set)
         serve_metrics()
         nc = await bus.connect(config.nats_url, name)
-        log.info("%s: consuming %s", name, ", ".join(durable for _, durable, _ in consumers))
+        log.info("%s: consuming %s", name, ", ".join(c.durable for c in consumers))
         await asyncio.gather(
-            *(consume(nc, s, d, h, stop) for s, d, h in consumers), *(task(nc, stop) for task in beside)
+            *(consume(nc, c.stream, c.durable, c.handler, stop, in_order=c.in_order) for c in consumers),
+            *(task(nc, stop) for task in beside),
         )
         # Batches are finished and acked; flush the acks and leave. (nats-py's drain() waits out its
         # 30 s timeout on pull subscriptions, so close instead.)
