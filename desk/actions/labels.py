@@ -8,7 +8,7 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import any_, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,7 +65,7 @@ def do_update_label(
     if label.name != old:
         session.execute(
             update(Conversation)
-            .where(Conversation.labels.any(old))
+            .where(old == any_(Conversation.labels))
             .values(labels=func.array_replace(Conversation.labels, old, label.name))
             .execution_options(synchronize_session=False)
         )
@@ -80,7 +80,7 @@ def do_delete_label(session: Session, actor: User, client: audit.Client, label_i
     label = _label(session, label_id)
     session.execute(
         update(Conversation)
-        .where(Conversation.labels.any(label.name))
+        .where(label.name == any_(Conversation.labels))
         .values(labels=func.array_remove(Conversation.labels, label.name))
         .execution_options(synchronize_session=False)
     )
