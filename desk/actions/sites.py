@@ -77,8 +77,10 @@ def do_update_site(
     before = audit.snapshot(site, FIELDS)
     site.name = text(form.get("name"), "Name", SITE_NAME_CHARS)
     site.allowed_origins = parse_origins(form.get("allowed_origins", ""))
-    # The form shows every widget setting, so what it leaves empty goes back to the default.
-    site.widget = parse_widget(form)
+    # The form shows every widget setting, so what it leaves empty goes back to the default; the pre-chat form
+    # and the invitations have forms of their own.
+    kept = {k: v for k, v in (site.widget or {}).items() if k in ("prechat", "invitations")}
+    site.widget = {**kept, **parse_widget(form)}
     after = audit.snapshot(site, FIELDS)
     if after != before:
         record(session, actor, client, "site.update", before=before, after=after, site_id=site.id, name=site.name)
