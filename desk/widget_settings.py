@@ -1,5 +1,5 @@
 """A site's widget settings (docs/widget.md, "Settings"): welcome text per language, colour, position and the
-pre-chat form (docs/widget.md, "Pre-chat form").
+pre-chat form (docs/widget.md, "Pre-chat form"), and the proactive invitations (docs/widget.md, "Invitations").
 
 Stored in `sites.widget`; validated here on the way in (`deskbell bootstrap`, later the admin pages) and completed
 with the defaults on the way out (the session response). Nothing is escaped: the widget sets text with textContent.
@@ -8,6 +8,7 @@ with the defaults on the way out (the session response). Nothing is escaped: the
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 from desk.protocol import storable
@@ -17,6 +18,16 @@ POSITIONS = ("right", "left")
 WELCOME_CHARS = 500
 COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 DEFAULTS: dict[str, Any] = {"welcome": {}, "color": "#2956d6", "position": "right"}
+# Proactive invitations: at most INVITATIONS rules a site, each shown after 0 to INVITATION_SECONDS seconds on a
+# matching page, with INVITATION_CHARS of text per language; the caps below are each site's defaults.
+INVITATIONS = 20
+INVITATION_CHARS = 300
+INVITATION_SECONDS = 600
+MATCHES = {"starts": "path starts with", "contains": "path contains", "equals": "path equals"}
+PATH_CHARS = 200
+CAPS = {"hours": 24, "per_session": 1}
+CAP_HOURS = 24 * 30
+CAP_PER_SESSION = 20
 # The pre-chat form: each of name and email is not asked, optional or required; the question's options are labels
 # the visitor picks one of (stored as the custom attribute PRECHAT_ATTRIBUTE, which routing rules match).
 PRECHAT_MODES = ("off", "optional", "required")
@@ -93,5 +104,70 @@ def parse_prechat(form: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def effective(stored: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings the widget gets: the stored ones over the defaults."""
-    return {**DEFAULTS, **(stored or {})}
+    """The settings the widget gets: the stored ones over the defaults (the invitations' caps too, when a site has
+    invitations; a site without any gets no `invitations` key)."""
+    settings = {**DEFAULTS, **(stored or {})}
+    if "invitations" in settings:
+        settings["invitations"] = invitations_of(settings)
+    return settings
+
+
+# -- proactive invitations --------------------------------------------------------------------------------------
+
+
+def invitations_of(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A site's invitations: {"rules": [...], "hours": N, "per_session": M}, with the default caps."""
+    found = (stored or {}).get("invitations") or {}
+    return {"rules": list(found.get("rules") or []), **CAPS, **{k: found[k] for k in CAPS if k in found}}
+
+
+def _number(value: Any, what: str, low: int, high: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise InvalidSetting(f"{what} must be a whole number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise InvalidSetting(f"{what} must be from {low} to {high}, not {number}")
+    return number
+
+
+def parse_invitation(form: dict[str, Any]) -> dict[str, Any]:
+    """One rule from the admin's form: match, path, seconds, text_en / text_zh, on. Raises InvalidSetting."""
+    match = form.get("match") or "starts"
+    if match not in MATCHES:
+        raise InvalidSetting(f"the page condition must be one of {', '.join(MATCHES)}, not {match!r}")
+    path = (form.get("path") or "").strip()
+    if not path or len(path) > PATH_CHARS or not storable(path) or any(c.isspace() for c in path):
+        raise InvalidSetting(f"the page path must be 1 to {PATH_CHARS} characters without spaces, like /pricing")
+    if match != "contains" and not path.startswith("/"):
+        raise InvalidSetting(f"the page path must begin with /, like /pricing, not {path!r}")
+    seconds = _number(form.get("seconds", ""), "seconds on the page", 0, INVITATION_SECONDS)
+    text: dict[str, str] = {}
+    for language in LANGUAGES:
+        value = " ".join((form.get(f"text_{language}") or "").split())
+        if len(value) > INVITATION_CHARS or not storable(value):
+            raise InvalidSetting(f"the invitation's text ({language}) must be at most {INVITATION_CHARS} characters")
+        if value:
+            text[language] = value
+    if not text:
+        raise InvalidSetting("an invitation needs its message, in English or Chinese")
+    on = str(form.get("on", "")).lower() in ("1", "on", "true", "yes")
+    return {"id": secrets.token_hex(4), "match": match, "path": path, "seconds": seconds, "text": text, "on": on}
+
+
+def parse_caps(form: dict[str, Any]) -> dict[str, int]:
+    """The caps from the admin's form: at most one invitation per visitor every `hours`, `per_session` a session."""
+    return {
+        "hours": _number(form.get("hours", ""), "hours between invitations", 1, CAP_HOURS),
+        "per_session": _number(form.get("per_session", ""), "invitations per session", 1, CAP_PER_SESSION),
+    }
+
+
+def with_invitations(
+    stored: dict[str, Any] | None, rules: list[dict[str, Any]], caps: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The site's widget settings with these rules (and caps); more than INVITATIONS rules are refused."""
+    if len(rules) > INVITATIONS:
+        raise InvalidSetting(f"a site has at most {INVITATIONS} invitations: delete one first")
+    current = invitations_of(stored)
+    return {**(stored or {}), "invitations": {**current, **(caps or {}), "rules": rules}}

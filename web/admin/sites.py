@@ -1,8 +1,9 @@
-"""Sites: list, create, edit (name, allowed origins, the widget's look), rotate the identity secret, and the
-embed snippet to copy (docs/admin.md, "Sites")."""
+"""Sites: list, create, edit (name, allowed origins, the widget's look), proactive invitations, rotate the identity
+secret, and the embed snippet to copy (docs/admin.md, "Sites"; docs/widget.md, "Invitations")."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
@@ -65,7 +66,9 @@ def sites() -> ResponseReturnValue:
     return page("admin/sites.html", sites=found, form=site_form(None), error=None)
 
 
-def _site_page(site: Site, form: dict[str, str], error: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _site_page(
+    site: Site, form: dict[str, str], error: str | None = None, status: int = 200, invitation_form: Any = None
+) -> ResponseReturnValue:
     return page(
         "admin/site.html",
         status,
@@ -77,6 +80,10 @@ def _site_page(site: Site, form: dict[str, str], error: str | None = None, statu
         positions=widget_settings.POSITIONS,
         prechat_modes=widget_settings.PRECHAT_MODES,
         prechat_limits=(*widget_settings.PRECHAT_OPTIONS, widget_settings.PRECHAT_OPTION_CHARS),
+        invitations=widget_settings.invitations_of(site.widget),
+        invitation_form=invitation_form or {"match": "starts", "seconds": "30", "on": "on"},
+        matches=widget_settings.MATCHES,
+        limits=widget_settings,
     )
 
 
@@ -137,3 +144,82 @@ def rotate_secret(site_id: str) -> ResponseReturnValue:
         "admin.site",
         site_id=site_id,
     )
+
+
+# -- proactive invitations (docs/widget.md, "Invitations") ----------------------------------------------------------
+
+
+def _change_invitations(
+    site_id: str, change: Callable[[dict[str, Any]], dict[str, Any]], message: str
+) -> ResponseReturnValue:
+    """Apply `change` to the site's widget settings, audited as a site change like the Settings form's."""
+    form = request.form.to_dict()
+    with admin_session() as (session, actor):
+        site = session.get(Site, parse_id(site_id))
+        if site is None:
+            return page("admin/refused.html", 404, title="Not found", message="No such site.")
+        before = audit.snapshot(site, act.FIELDS)
+        try:
+            site.widget = change(dict(site.widget or {}))
+        except widget_settings.InvalidSetting as exc:
+            session.rollback()
+            error = str(exc)[:1].upper() + str(exc)[1:] + "."
+            return _site_page(session.get(Site, site.id), site_form(site), error, 400, form)
+        after = audit.snapshot(site, act.FIELDS)
+        if after != before:
+            record(session, actor, client(), "site.update", before=before, after=after, site_id=site.id, name=site.name)
+        session.commit()
+    return done(message, "admin.site", site_id=site_id, _anchor="invitations")
+
+
+@bp.post("/sites/<site_id>/invitations")
+@requires("admin", "owner")
+def add_invitation(site_id: str) -> ResponseReturnValue:
+    def add(stored: dict[str, Any]) -> dict[str, Any]:
+        rule = widget_settings.parse_invitation(request.form.to_dict())
+        return widget_settings.with_invitations(stored, [*widget_settings.invitations_of(stored)["rules"], rule])
+
+    return _change_invitations(site_id, add, "Invitation added.")
+
+
+def _rules_changed(
+    site_id: str, rule_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]] | None, message: str
+) -> ResponseReturnValue:
+    """`edit` applied to the rule `rule_id`, or no `edit`: delete it (one already gone is done: a second click)."""
+
+    def change(stored: dict[str, Any]) -> dict[str, Any]:
+        rules = widget_settings.invitations_of(stored)["rules"]
+        if not any(r.get("id") == rule_id for r in rules):
+            if edit is None:
+                return stored
+            raise widget_settings.InvalidSetting("no such invitation: it may have been deleted")
+        if edit is None:
+            return widget_settings.with_invitations(stored, [r for r in rules if r.get("id") != rule_id])
+        return widget_settings.with_invitations(stored, [edit(r) if r.get("id") == rule_id else r for r in rules])
+
+    return _change_invitations(site_id, change, message)
+
+
+# `<rule>`, not `<rule_id>`: a rule is a key inside the site's settings, not a row (tests/security walk `*_id`s).
+@bp.post("/sites/<site_id>/invitations/<rule>/delete")
+@requires("admin", "owner")
+def delete_invitation(site_id: str, rule: str) -> ResponseReturnValue:
+    return _rules_changed(site_id, rule, None, "Invitation deleted.")
+
+
+@bp.post("/sites/<site_id>/invitations/<rule>/switch")
+@requires("admin", "owner")
+def switch_invitation(site_id: str, rule: str) -> ResponseReturnValue:
+    on = request.form.get("on") == "on"
+    message = "Invitation turned on." if on else "Invitation turned off."
+    return _rules_changed(site_id, rule, lambda found: {**found, "on": on}, message)
+
+
+@bp.post("/sites/<site_id>/invitation-caps")
+@requires("admin", "owner")
+def invitation_caps(site_id: str) -> ResponseReturnValue:
+    def change(stored: dict[str, Any]) -> dict[str, Any]:
+        caps = widget_settings.parse_caps(request.form.to_dict())
+        return widget_settings.with_invitations(stored, widget_settings.invitations_of(stored)["rules"], caps)
+
+    return _change_invitations(site_id, change, "Invitation limits saved.")

@@ -322,6 +322,7 @@
     var wasFocused = !!root.activeElement;
     state.open = typeof open === "boolean" ? open : !state.open;
     panel.classList.toggle("open", state.open);
+    if (state.open) hideInvitation();  // never over an open chat (proactive invitations, below)
     labelLauncher();
     if (state.open) { markRead(); focusTarget().focus(); list.scrollTop = list.scrollHeight; }
     else if (wasFocused) launcher.focus();
@@ -345,6 +346,7 @@
     queue(body);
   });
   function queue(body) {
+    invitationAnswered();  // the invitation that brought the visitor, if any (below)
     var msg = { client_id: newId(), body: body, at: new Date().toISOString() };
     updateOutbox(function (queued) { return queued.concat([msg]); });
     render({ client_id: msg.client_id, sender: "visitor", body: body, at: msg.at }, true);
@@ -524,6 +526,7 @@
     status.hidden = false;
     emailBox.hidden = !!s.agents_online || state.identified || load("gaveEmail", false);
     state.maxBytes = s.upload_max_bytes || state.maxBytes;
+    applyInvitations(w);  // proactive invitations (below)
     applyHours(s.hours);  // outside business hours: the message form (below)
     applyPrechat(s.prechat);  // a new visitor of a site that asks first: the pre-chat form (below)
   }
@@ -888,6 +891,124 @@
         }
       }, function () { preRefuse(null, TP.notSent); });
   });
+
+  // -- proactive invitations (docs/widget.md, "Invitations") ---------------------------------------------------
+  // The site's rules come with its settings (`widget.invitations`). The first rule that is on and matches this
+  // page's path starts a timer, again on a single-page app's URL change (pushState, replaceState, popstate);
+  // when it runs out the invitation shows as a bubble beside the launcher, unless the chat is open, the visitor
+  // already has a thread, or a cap says no: one every `hours` a browser (localStorage), `per_session` a tab
+  // (sessionStorage). A click opens the chat with the invitation as its first line; the visitor's first message
+  // after that records it as the custom attribute `invitation`, which agents see in the visitor panel.
+  var TI = zh ? { dismiss: "关闭邀请" } : { dismiss: "Dismiss invitation" };
+  css += ".invite{position:absolute;right:0;bottom:68px;display:flex;align-items:flex-start;gap:2px;width:max-content;" +
+    "max-width:min(280px,calc(100vw - 40px));padding:4px;background:#fff;color:#101828;border-radius:12px;box-shadow:0 4px 16px #0003}" +
+    ".invite.left{right:auto;left:0}.invite .it{border:0;background:none;color:inherit;text-align:left;padding:8px 4px 8px 10px;" +
+    "cursor:pointer;white-space:pre-wrap;overflow-wrap:anywhere}.invite .ix{flex:none;border:0;background:none;color:#667085;" +
+    "width:28px;height:28px;border-radius:50%;cursor:pointer;font-size:18px;line-height:1}.invite .ix:hover{background:#f2f4f7}" +
+    "@media (prefers-reduced-motion:no-preference){.invite{animation:deskbell-in .25s ease-out}" +
+    "@keyframes deskbell-in{from{opacity:0;transform:translateY(8px)}}}@media (max-width:480px){.panel.open~.invite{display:none}}";
+  setColor(COLOR);
+  var inviteText = h("button", "it", { type: "button", "aria-controls": "deskbell-panel", "aria-haspopup": "dialog" });
+  var inviteClose = h("button", "ix", { type: "button", "aria-label": TI.dismiss, title: TI.dismiss }, ["×"]);
+  var bubble = h("div", "invite", { role: "status", "aria-live": "polite", hidden: "" }, [inviteText, inviteClose]);
+  root.appendChild(bubble);  // after the launcher: `.panel.open+.launch` (phones) must stay true
+  var inv = { rules: [], key: null, hours: 24, perSession: 1, path: location.pathname, pageAt: Date.now(),
+              timer: null, rule: null, shown: null, readyAt: 0 };
+
+  function invitationText(rule) { var t = rule.text || {}; return (zh ? t.zh || t.en : t.en || t.zh) || ""; }
+  function ruleMatches(rule, path) {
+    if (!rule.on || typeof rule.path !== "string" || !invitationText(rule)) return false;
+    if (rule.match === "equals") return path === rule.path;
+    if (rule.match === "contains") return path.indexOf(rule.path) !== -1;
+    return path.indexOf(rule.path) === 0;
+  }
+  function sessionCount(add) {
+    try {
+      var n = (parseInt(sessionStorage.getItem(store + "invitations"), 10) || 0) + (add || 0);
+      if (add) sessionStorage.setItem(store + "invitations", String(n));
+      return n;
+    } catch (e) { return add ? 1 : 0; }
+  }
+  function capsAllow() {
+    return Date.now() - (load("invitedAt", 0) || 0) >= inv.hours * 3600000 && sessionCount() < inv.perSession;
+  }
+  function hideInvitation() { bubble.hidden = true; inv.shown = null; }
+
+  // The settings of each session response: the rules and caps, and the greeting of an invitation taken earlier.
+  function applyInvitations(w) {
+    var found = w.invitations || {};
+    inv.rules = Array.isArray(found.rules) ? found.rules : [];
+    inv.hours = found.hours > 0 ? found.hours : 24;
+    inv.perSession = found.per_session > 0 ? found.per_session : 1;
+    bubble.classList.toggle("left", w.position === "left");
+    var taken = load("invitation", null);
+    if (taken && taken.v === state.visitorId) welcome.textContent = taken.text;
+    var key = JSON.stringify(found);
+    if (key !== inv.key) { inv.key = key; startTimer(); }  // a reconnect's same settings leave the timer running
+  }
+  // The first matching rule's timer, counted from when this page (or SPA URL) was entered.
+  function startTimer() {
+    clearTimeout(inv.timer);
+    inv.rule = null;
+    for (var i = 0; i < inv.rules.length; i++) if (ruleMatches(inv.rules[i], inv.path)) { inv.rule = inv.rules[i]; break; }
+    var wait = 1000 * Math.min(Math.max(+(inv.rule || {}).seconds || 0, 0), 600) - (Date.now() - inv.pageAt);
+    if (inv.rule) inv.timer = setTimeout(tryInvitation, Math.max(0, wait));
+  }
+  function onUrl() {
+    if (location.pathname === inv.path) return;
+    inv.path = location.pathname;
+    inv.pageAt = Date.now();
+    if (inv.shown && !ruleMatches(inv.shown, inv.path)) hideInvitation();
+    startTimer();
+  }
+  function tryInvitation() {
+    var rule = inv.rule;
+    if (!rule || inv.shown || state.open || !capsAllow()) return;
+    // The thread is replayed just after the welcome frame: wait for it, so a visitor who is chatting is left alone.
+    if (!state.ready) { inv.readyAt = 0; inv.timer = setTimeout(tryInvitation, 1000); return; }
+    if (!inv.readyAt) inv.readyAt = Date.now();
+    if (Date.now() - inv.readyAt < 1000) { inv.timer = setTimeout(tryInvitation, 1000); return; }
+    if (state.shownSeq > 0 || state.outbox.length || load("invitation", { v: null }).v === state.visitorId) return;
+    inv.shown = rule;
+    save("invitedAt", Date.now());
+    sessionCount(1);
+    inviteText.textContent = "";
+    bubble.hidden = false;
+    setTimeout(function () { inviteText.textContent = invitationText(rule); });  // a change the live region reads out
+  }
+  inviteClose.addEventListener("click", function () {
+    var focused = root.activeElement === inviteClose || root.activeElement === inviteText;
+    hideInvitation();
+    if (focused) launcher.focus();
+  });
+  bubble.addEventListener("keydown", function (e) { if (e.key === "Escape") { e.stopPropagation(); inviteClose.click(); } });
+  inviteText.addEventListener("click", function () {
+    var text = invitationText(inv.shown || {});
+    if (!text) return;
+    save("invitation", { v: state.visitorId, id: inv.shown.id, text: text });
+    welcome.textContent = text;
+    hideInvitation();
+    toggle(true);
+  });
+  // Called by queue(): the visitor's first message after taking an invitation records which one brought them.
+  function invitationAnswered() {
+    var taken = load("invitation", null);
+    if (!taken || taken.recorded || taken.v !== state.visitorId) return;
+    state.attributes.invitation = taken.text;  // also in every later session request of this page
+    taken.recorded = true;
+    save("invitation", taken);
+    if (state.token) postJson("/api/v1/widget/session", { site_key: siteKey, visitor_token: state.token, attributes: { invitation: taken.text } });
+  }
+  ["pushState", "replaceState"].forEach(function (name) {
+    var original = history[name];
+    if (typeof original !== "function") return;
+    history[name] = function () {
+      var result = original.apply(this, arguments);
+      setTimeout(onUrl);
+      return result;
+    };
+  });
+  window.addEventListener("popstate", function () { onUrl(); });
 
   // -- the public API: calls queued by the snippet's stub run first, so identify() is in the first session --
   var api = {
