@@ -135,3 +135,27 @@ def test_a_click_on_the_invitation_opens_the_chat_with_it_and_the_answer_reaches
     expect(page.locator(".list .m").first).to_have_text(INVITATION)
     expect(bubble(page)).to_be_hidden()
     page.context.close()
+
+
+def test_on_a_phone_the_bubble_fits_the_screen_keeps_still_for_reduced_motion_and_goes_when_the_chat_opens(
+    stack: Stack, browser: Browser, artifacts: Path
+) -> None:
+    tenant = stack.bootstrap()
+    add_pricing_invitation_in_the_admin(stack, browser, tenant)
+    context = new_context(browser, viewport={"width": 390, "height": 844}, is_mobile=True, reduced_motion="reduce")
+    serve(context, shop(stack, "/pricing"), host_page(stack, str(tenant["site_key"])))
+    page = context.new_page()
+
+    page.goto(shop(stack, "/pricing"))
+    invitation = page.get_by_role("button", name=INVITATION)
+    expect(invitation).to_be_visible(timeout=15000)
+    box = bubble(page).bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    assert bubble(page).evaluate("e => getComputedStyle(e).animationName") == "none"
+    page.screenshot(path=str(artifacts / "widget-invitation-phone.png"))
+
+    page.get_by_role("button", name="Open chat").click()  # the launcher, not the bubble: it goes all the same
+    expect(page.get_by_role("dialog")).to_be_visible()
+    expect(bubble(page)).to_be_hidden()
+    expect(page.locator(".list .m").first).to_have_text("Hi! How can we help?")  # not taken: the usual welcome
+    context.close()
