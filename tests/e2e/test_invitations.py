@@ -28,7 +28,9 @@ def shop(stack: Stack, path: str) -> str:
     return "http://localhost:" + stack.base_url.rsplit(":", 1)[1] + path
 
 
-def add_pricing_invitation_in_the_admin(stack: Stack, browser: Browser, tenant: dict[str, object]) -> None:
+def add_pricing_invitation_in_the_admin(
+    stack: Stack, browser: Browser, tenant: dict[str, object], chinese: str = ""
+) -> None:
     context = browser.new_context()
     admin = context.new_page()
     log_in_page(admin, stack.base_url, {"email": str(tenant["owner_email"]), "password": str(tenant["owner_password"])})
@@ -41,6 +43,7 @@ def add_pricing_invitation_in_the_admin(stack: Stack, browser: Browser, tenant: 
     admin.get_by_label("Page path").fill("/pricing")
     admin.get_by_label("Seconds on the page").fill("2")
     admin.get_by_label("Invitation message (en)").fill(INVITATION)
+    admin.get_by_label("Invitation message (zh)").fill(chinese)
     admin.get_by_role("button", name="Add invitation").click()
     expect(admin.get_by_role("status")).to_contain_text("Invitation added.")
     row = admin.locator("#invitations tbody tr", has_text="/pricing")
@@ -158,4 +161,42 @@ def test_on_a_phone_the_bubble_fits_the_screen_keeps_still_for_reduced_motion_an
     expect(page.get_by_role("dialog")).to_be_visible()
     expect(bubble(page)).to_be_hidden()
     expect(page.locator(".list .m").first).to_have_text("Hi! How can we help?")  # not taken: the usual welcome
+    context.close()
+
+
+def test_no_invitation_over_an_open_chat_nor_to_a_visitor_who_is_already_chatting(
+    stack: Stack, browser: Browser
+) -> None:
+    tenant = stack.bootstrap()
+    add_pricing_invitation_in_the_admin(stack, browser, tenant)
+    page = shop_visitor(stack, browser, str(tenant["site_key"]))
+
+    page.goto(shop(stack, "/pricing"))
+    page.get_by_role("button", name="Open chat").click()  # before the rule's 2 s are up
+    wait_for_the_widget(page)
+    page.wait_for_timeout(QUIET)
+    expect(bubble(page)).to_be_hidden()
+
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Do you have a student discount?")
+    box.press("Enter")
+    expect(page.locator(".m.visitor", has_text="student discount")).to_have_attribute("data-state", "sent")
+    page.reload()  # the chat closed, on /pricing again: the visitor has a conversation, so no invitation
+    wait_for_the_widget(page)
+    page.wait_for_timeout(QUIET)
+    expect(bubble(page)).to_be_hidden()
+    page.context.close()
+
+
+def test_a_chinese_browser_gets_the_chinese_text_of_the_invitation(stack: Stack, browser: Browser) -> None:
+    tenant = stack.bootstrap()
+    add_pricing_invitation_in_the_admin(stack, browser, tenant, chinese="需要帮您选择套餐吗？")
+    context = new_context(browser, locale="zh-CN")
+    serve(context, shop(stack, "/pricing"), host_page(stack, str(tenant["site_key"])))
+    page = context.new_page()
+
+    page.goto(shop(stack, "/pricing"))
+
+    expect(page.get_by_role("button", name="需要帮您选择套餐吗？")).to_be_visible(timeout=15000)
+    expect(page.get_by_role("button", name="关闭邀请")).to_be_visible()
     context.close()
