@@ -11,6 +11,7 @@ from typing import Any
 from flask import abort, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from desk import signals, subjects
@@ -19,7 +20,7 @@ from desk.actions.receipts import do_mark_read
 from desk.actions.routing import do_mark_opened
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
-from desk.models import Conversation, User, Visitor
+from desk.models import Conversation, Visitor
 from desk.protocol import AGENT_CLIENT_PREFIX, FrameError, validate_body, validate_client_id
 from desk.queries.timeline import timeline as timeline_entries
 from web.agent import actions, bp, bus, search, visitor_of
@@ -30,16 +31,20 @@ log = logging.getLogger(__name__)
 
 def header_context(session: Session, conversation_id: uuid.UUID) -> dict[str, Any]:
     """What agent/_pane_header.html needs: the conversation, its visitor and assignee, and the actions' extras."""
-    conversation = session.get(Conversation, conversation_id)
-    if conversation is None:
+    found = session.execute(
+        select(Conversation, Visitor)
+        .join(Visitor, Visitor.id == Conversation.visitor_id)
+        .where(Conversation.id == conversation_id)
+    ).first()
+    if found is None:
         abort(404, "No such conversation.")
-    visitor = session.get(Visitor, conversation.visitor_id)
-    assignee = session.get(User, conversation.assignee_id) if conversation.assignee_id else None
+    conversation, visitor = found
+    extras = actions.pane_context(session, conversation)
     return {
         "conversation": conversation,
         "visitor": visitor,
-        "assignee": assignee,
-        **actions.pane_context(session, conversation),
+        "assignee": extras["actions"].assignee,  # read with the agents, after the conversation's latest version
+        **extras,
     }
 
 

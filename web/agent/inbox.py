@@ -14,7 +14,7 @@ from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from desk.db import tenant_session
-from desk.models import CONVERSATION_STATUSES, Conversation, User, Visitor
+from desk.models import CONVERSATION_STATUSES, Visitor
 from desk.queries import inbox as q
 from web.agent import bp
 from web.agent.presence import roster_agents
@@ -27,7 +27,7 @@ class InboxList:
     """One page of a list, the cursor of the next page (if any), and the tabs' counts."""
 
     where: q.Filter
-    rows: list[tuple[Conversation, Visitor, User | None]]
+    rows: list[tuple[Any, Any, Any]]  # (conversation, visitor, assignee or None): q.conversation_list's rows
     more: q.Cursor | None
     counts: dict[str, int]  # mine, unassigned, all (open ones, capped), unread (waiting on this agent)
     statuses: tuple[str, ...] = CONVERSATION_STATUSES
@@ -35,14 +35,14 @@ class InboxList:
 
 def inbox_list(session: Session, where: q.Filter) -> InboxList:
     """Two queries whatever the page holds: the rows with their visitors and assignees, and the counts."""
-    rows: list[Any] = list(session.execute(q.conversation_list(where, current_user.id)))
+    rows: list[Any] = session.execute(q.conversation_list(where, current_user.id)).all()
     more = None
     if len(rows) > q.PAGE_SIZE:
         rows = rows[: q.PAGE_SIZE]
         last = rows[-1][0]
         more = q.Cursor(last.last_activity_at, last.id)
-    counts = dict(session.execute(q.view_counts(current_user.id)).one()._mapping)
-    return InboxList(where, [tuple(r) for r in rows], more, counts)
+    counts = session.execute(q.view_counts(current_user.id)).one()._asdict()
+    return InboxList(where, rows, more, counts)
 
 
 def list_filter() -> q.Filter:
@@ -54,9 +54,9 @@ def list_filter() -> q.Filter:
 
 def console_page(session: Session, where: q.Filter, **pane: Any) -> str:
     """The whole console: the list for `where`, and the pane given by `pane`'s context, if any."""
-    return render_template(
-        "agent/console.html", inbox=inbox_list(session, where), agents=roster_agents(session), pane=pane, **pane
-    )
+    # The roster shows the same active agents, in the same order, as the pane's action bar has read already.
+    agents = pane["actions"].agents if "actions" in pane else roster_agents(session)
+    return render_template("agent/console.html", inbox=inbox_list(session, where), agents=agents, pane=pane, **pane)
 
 
 @bp.app_template_filter("conversation_href")
@@ -69,7 +69,8 @@ def conversation_href(conversation_id: uuid.UUID) -> str:
 
 
 @bp.app_template_filter("visitor_name")
-def visitor_name(visitor: Visitor) -> str:
+def visitor_name(visitor: Visitor | Any) -> str:
+    """A Visitor, or a list row's visitor (its id, name and email)."""
     return visitor.name or visitor.email or f"Visitor {str(visitor.id)[:8]}"
 
 
