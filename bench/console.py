@@ -4,8 +4,9 @@
 
 1. Creates the database `deskbell_bench_console` on DATABASE_URL's server, migrates it, makes a tenant with the
    real bootstrap and account actions, then fills it with COPY: visitors (some identified, with names and emails),
-   conversations in every status, and messages whose bodies are drawn from a Zipf-like vocabulary (support words,
-   a long tail of made-up names, order numbers, some Chinese), so full-text search has common and rare words.
+   conversations in every status (with their assignment, resolution and some private notes as conversation
+   events), and messages whose bodies are drawn from a Zipf-like vocabulary (support words, a long tail of
+   made-up names, order numbers, some Chinese), so full-text search has common and rare words.
    The secondary indexes are dropped for the load and rebuilt from their own definitions, then VACUUM ANALYZE.
 2. Logs in through the real login form of the Flask app (app.test_client()) and requests each console URL
    REQUESTS times after a warm-up. Server time = the time inside the WSGI app, body included.
@@ -42,7 +43,7 @@ DB_NAME = "deskbell_bench_console"
 AGENTS = 20
 PASSWORD = "bench-" + secrets.token_urlsafe(12)
 NOW = datetime.now(UTC).replace(microsecond=0)
-TABLES = ("visitors", "conversations", "messages")
+TABLES = ("visitors", "conversations", "messages", "conversation_events")
 
 # Support-chat words, most frequent first (rank 1 is the most common word), then a long tail of made-up names.
 COMMON = """
@@ -192,6 +193,8 @@ def fill(url: str, conversations: int, messages: int, seed: int) -> Filled:
     last_seen = [NOW - timedelta(days=400)] * n_visitors
     conv_rows: list[tuple] = []
     msg_rows: list[tuple] = []
+    event_rows: list[tuple] = []
+    events_rng = random.Random(seed + 1)  # its own: the messages and conversations stay those of earlier runs
     span = timedelta(days=365).total_seconds()
     for k in range(conversations):
         v = k % n_visitors
@@ -216,12 +219,28 @@ def fill(url: str, conversations: int, messages: int, seed: int) -> Filled:
             )  # fmt: skip
         last_seen[v] = at
         open_ = status == "open"
+        # What the pane's timeline shows besides messages: routing's assignment, a private note now and then,
+        # the resolution.
+        if assignee is not None:
+            event_rows.append(
+                (tenant_id, conv_id, "assigned", None, None, "", json.dumps(
+                    {"assignee_id": str(assignee[0]), "assignee_name": assignee[1], "by": "routing"}),
+                 created + timedelta(seconds=1))
+            )  # fmt: skip
+            if events_rng.random() < 0.1:
+                note = f"customer since {events_rng.randint(2015, 2026)}, order #{events_rng.randint(10000, 99999)}"
+                event_rows.append(
+                    (tenant_id, conv_id, "note", assignee[0], assignee[1], note, "{}", at - timedelta(seconds=1))
+                )
+        if status == "resolved":
+            author = assignee or (None, None)
+            event_rows.append((tenant_id, conv_id, "resolved", author[0], author[1], "", "{}", at))
         conv_rows.append(
             (tenant_id, conv_id, visitor_ids[v], status, assignee and assignee[0], body[:140], created, at,
              rng.randint(1, 3) if open_ else 0, at if open_ else None, at if status == "resolved" else None,
              at + timedelta(days=1) if status == "snoozed" else None, last_seq[v])
         )  # fmt: skip
-    print(f"generated {len(conv_rows):,} conversations and {len(msg_rows):,} messages in "
+    print(f"generated {len(conv_rows):,} conversations, {len(msg_rows):,} messages and {len(event_rows):,} events in "
           f"{time.monotonic() - started:.0f}s", flush=True)  # fmt: skip
 
     def visitor_rows() -> Iterator[tuple]:
@@ -254,6 +273,8 @@ def fill(url: str, conversations: int, messages: int, seed: int) -> Filled:
                   conv_rows)  # fmt: skip
         copy_rows(conn, "messages", ("tenant_id", "visitor_id", "conversation_id", "seq", "client_id", "sender",
                                      "author_id", "author_name", "body", "created_at"), msg_rows)  # fmt: skip
+        copy_rows(conn, "conversation_events", ("tenant_id", "conversation_id", "kind", "author_id", "author_name",
+                                                "body", "detail", "created_at"), event_rows)  # fmt: skip
         conn.commit()
         print(f"copied in {time.monotonic() - t:.0f}s", flush=True)
         t = time.monotonic()
@@ -348,7 +369,9 @@ class Measured:
     raw_db_cpu: float = 0.0
 
 
-def measure(url: str, filled: Filled, requests: int, seed: int, only: str = "") -> list[Measured]:
+def measure(
+    url: str, filled: Filled, requests: int, seed: int, only: str = "", explain: bool = False
+) -> list[Measured]:
     os.environ.update(DATABASE_URL=url, DESKBELL_ENV="development", SECRET_KEY=secrets.token_urlsafe(32))
     os.environ.setdefault("DESKBELL_DATA", tempfile.mkdtemp(prefix="bench-console-"))
     os.environ.pop("NATS_URL", None)
@@ -368,7 +391,6 @@ def measure(url: str, filled: Filled, requests: int, seed: int, only: str = "") 
     response = client.post("/login", data={"email": filled.login_email, "password": PASSWORD, "csrf_token": token})
     assert response.status_code in (200, 302), response.status_code
 
-    rng = random.Random(seed)
     with psycopg.connect(url) as raw:
         counts = dict(
             raw.execute(
@@ -378,13 +400,7 @@ def measure(url: str, filled: Filled, requests: int, seed: int, only: str = "") 
             ).fetchall()
         )
     print("messages containing: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
-    pages: list[tuple[str, Callable[[], str]]] = [
-        ("GET /console", lambda: "/console"),
-        ("GET /console/conversations?view=mine", lambda: "/console/conversations?view=mine"),
-        ("GET /console/conversations?view=unassigned", lambda: "/console/conversations?view=unassigned"),
-        ("GET /console/conversations?view=all", lambda: "/console/conversations?view=all"),
-        ("GET /console/c/<random id>", lambda: f"/console/c/{rng.choice(filled.conversations)}"),
-    ]
+    pages = console_pages(filled, seed)
     words = [
         ("order", "very common word"),
         ("refund", "common word"),
@@ -436,8 +452,75 @@ def measure(url: str, filled: Filled, requests: int, seed: int, only: str = "") 
             found.note = f"{hits[0]} message and {hits[1]} visitor hits"
         results.append(found)
         report(found)
+        if explain:
+            print_plans(raw, recorded[-1])
     raw.close()
     return results
+
+
+def console_pages(filled: Filled, seed: int) -> list[tuple[str, Callable[[], str]]]:
+    rng = random.Random(seed)
+    return [
+        ("GET /console", lambda: "/console"),
+        ("GET /console/conversations?view=mine", lambda: "/console/conversations?view=mine"),
+        ("GET /console/conversations?view=unassigned", lambda: "/console/conversations?view=unassigned"),
+        ("GET /console/conversations?view=all", lambda: "/console/conversations?view=all"),
+        ("GET /console/c/<random id>", lambda: f"/console/c/{rng.choice(filled.conversations)}"),
+    ]
+
+
+def measure_http(url: str, filled: Filled, requests: int, seed: int, only: str = "") -> None:
+    """End to end: `python -m web` (the Procfile's web process: Hypercorn, the ASGI app) on a port of its own,
+    and an HTTP client on the same machine timing each response from sending the request to the body's last byte."""
+    import httpx
+
+    from desk.embedded import NatsServer, free_port
+    from tests.conftest import Stack, wait_ready  # the test suite's process runner, as bench.load uses it
+
+    base = Path(tempfile.mkdtemp(prefix="bench-console-http-"))
+    nats = NatsServer(base / "nats").start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "NATS_URL": nats.url,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "DESKBELL_ENV": "development",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "DESKBELL_DATA": str(base / "data"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, log_dir=base)
+    stack.start("web", f"{sys.executable} -m web")
+    try:
+        wait_ready(stack.base_url, timeout=60)
+        with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+            login_page = client.get("/login").text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', login_page).group(1)  # type: ignore[union-attr]
+            response = client.post(
+                "/login", data={"email": filled.login_email, "password": PASSWORD, "csrf_token": token}
+            )
+            assert response.status_code in (200, 302, 303), response.status_code
+            for name, next_url in console_pages(filled, seed):
+                if only not in name:
+                    continue
+                for _ in range(10):  # warm-up
+                    client.get(next_url())
+                times = []
+                for _ in range(requests):
+                    path = next_url()
+                    started = time.perf_counter()
+                    response = client.get(path)
+                    times.append((time.perf_counter() - started) * 1000)
+                    if response.status_code != 200:
+                        raise SystemExit(f"{path}: {response.status_code}")
+                print(f"{name} over HTTP ({len(response.content):,} bytes)")
+                print(f"    end to end  median {statistics.median(times):6.1f}  p90 {percentile(times, 0.9):6.1f}  "
+                      f"p99 {percentile(times, 0.99):6.1f} ms", flush=True)  # fmt: skip
+    finally:
+        stack.stop("web")
+        nats.stop()
 
 
 def replay(raw: psycopg.Connection[Any], recorded: list[tuple[str, Any]]) -> float:
@@ -464,6 +547,29 @@ def replay(raw: psycopg.Connection[Any], recorded: list[tuple[str, Any]]) -> flo
     return time.perf_counter() - started
 
 
+def print_plans(raw: psycopg.Connection[Any], recorded: list[tuple[str, Any]]) -> None:
+    """EXPLAIN ANALYZE of each query of one request, as the app's role inside the request's transaction (so
+    row-level security and the tenant setting apply). A sequential scan of a big table is flagged."""
+    with raw.cursor() as cur:
+        for statement, parameters in recorded:
+            if not statement.lstrip().upper().startswith("SELECT") or "set_config(" in statement:
+                cur.execute(statement, parameters or None)  # the tenant scope, savepoints: as the app ran them
+                continue
+            try:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, parameters or None)
+            except psycopg.errors.QueryCanceled:
+                raw.rollback()
+                print("    (cancelled by the statement time limit)")
+                return
+            plan = [line for (line,) in cur.fetchall()]
+            big = [line.strip() for line in plan if re.search(rf"Seq Scan on ({'|'.join(TABLES)})\b", line)]
+            print("    " + " ".join(statement.split())[:160])
+            print("        " + "\n        ".join(plan))
+            if big:
+                print(f"    ^ SEQUENTIAL SCAN: {'; '.join(big)}")
+    raw.rollback()
+
+
 def report(m: Measured) -> None:
     def figures(values: list[float]) -> str:
         return (
@@ -484,6 +590,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", default="", help="measure only the URLs whose name contains this, e.g. search")
+    parser.add_argument(
+        "--http", action="store_true", help="also time the console's pages end to end, over HTTP from `python -m web`"
+    )
+    parser.add_argument("--explain", action="store_true", help="print the EXPLAIN ANALYZE of each URL's queries")
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB_NAME} afterwards")
     parser.add_argument("--reuse", action="store_true", help=f"measure a kept {DB_NAME} again without filling it")
     parser.add_argument(
@@ -522,7 +632,9 @@ def main() -> None:
                 conn.execute(f"ALTER FUNCTION {function} {'' if args.leakproof else 'NOT '}LEAKPROOF")
         print(f"{', '.join(LEAKPROOF)}: {'' if args.leakproof else 'not '}leakproof", flush=True)
         load = os.getloadavg()
-        measure(url, filled, args.requests, args.seed, args.only)
+        measure(url, filled, args.requests, args.seed, args.only, args.explain)
+        if args.http:
+            measure_http(url, filled, args.requests, args.seed, args.only)
         print(f"load average (1 min) {load[0]:.1f} before measuring, {os.getloadavg()[0]:.1f} after: the machine is "
               "shared, so compare with the raw SQL figures of the same run", flush=True)  # fmt: skip
     finally:
