@@ -126,3 +126,15 @@ def test_caps_out_of_range_are_refused_and_a_site_holds_at_most_20_invitations(s
     one_more = owner.post(f"/admin/sites/{site.id}/invitations", PRICING)
     assert one_more.status_code == 400
     assert "A site has at most 20 invitations: delete one first." in html.unescape(one_more.text)
+
+
+def test_saving_the_sites_settings_keeps_its_invitations(stack: Stack) -> None:
+    people, owner, site = owner_of_a_new_tenant(stack)
+    owner.post(f"/admin/sites/{site.id}/invitations", PRICING)
+
+    saved = owner.post(f"/admin/sites/{site.id}", {"name": "Shop", "color": "#112233", "position": "left"})
+
+    assert saved.status_code == 303
+    widget = widget_settings_of(stack, str(people["site_key"]))
+    assert widget["color"] == "#112233"
+    assert [rule["path"] for rule in widget["invitations"]["rules"]] == ["/pricing"]
