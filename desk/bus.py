@@ -82,19 +82,43 @@ class SyncBus:
         self._loop = asyncio.new_event_loop()
         self._nc: Client | None = None
         self._ready = threading.Event()
-        threading.Thread(target=self._run, name=f"nats-{name}", daemon=True).start()
+        self._connecting = self._loop.create_task(self._connect())  # runs once the thread starts the loop
+        self._thread = threading.Thread(target=self._run, name=f"nats-{name}", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._connect())
         self._loop.run_forever()
+        self._loop.close()  # stopped by close()
 
     async def _connect(self) -> None:
         self._nc = await connect(self._url, self._name)
         self._ready.set()
 
+    def close(self, timeout: float = PUBLISH_TIMEOUT) -> None:
+        """Close the connection, so it stops reconnecting (an app made for a test outlives the test's NATS), and
+        end the loop's thread. Calls afterwards raise BusUnavailable."""
+        if not self._thread.is_alive():
+            return
+
+        async def shut() -> None:
+            while not self._connecting.done():  # nats-py's connect may swallow a cancel: cancel it until it ends
+                self._connecting.cancel()
+                await asyncio.wait({self._connecting}, timeout=0.1)
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(timeout)
+        except Exception as exc:  # closing is best effort: the loop stops regardless
+            log.warning("nats %s: close: %s", self._name, exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
     def call(self, coro_fn: Any, *args: Any, timeout: float = PUBLISH_TIMEOUT + 1) -> Any:
         """Run `coro_fn(client, *args)` on the bus loop and return its result."""
+        if not self._thread.is_alive():
+            raise BusUnavailable("the NATS connection is closed")
         if not self._ready.wait(timeout=2):
             raise BusUnavailable("not connected to NATS")
         coro: Coroutine[Any, Any, Any] = coro_fn(self._nc, *args)

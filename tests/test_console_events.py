@@ -19,6 +19,8 @@ def rendered(kind: str, author_name: str | None = None, **detail: Any) -> str:
     app = create_app({"TESTING": True})
     with app.test_request_context("/console"):
         html = app.jinja_env.get_template("agent/_event.html").render(e=event)
+    if (bus := app.extensions["deskbell.bus"]) is not None:
+        bus.close()  # else it outlives the suite's nats-server, reconnecting
     return re.sub(r"\s+", " ", re.search(r'<span class="line">(.*?)</span>', html, re.S).group(1)).strip()
 
 

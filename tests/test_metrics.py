@@ -80,6 +80,7 @@ def test_a_worker_serves_its_batch_sizes_and_store_latency(stack: Stack) -> None
 def test_metrics_from_another_machine_need_the_token(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METRICS_TOKEN", "s3cret-token")
     monkeypatch.setenv("DESKBELL_ENV", "production")
+    monkeypatch.delenv("NATS_URL", raising=False)  # no NATS connection to outlive the suite's nats-server
     client = create_app().test_client()
     remote = {"REMOTE_ADDR": "10.1.2.3"}
     refused = client.get("/metrics", base_url="https://deskbell.test", environ_base=remote)

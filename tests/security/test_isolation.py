@@ -297,12 +297,20 @@ def settled(tenant_id: uuid.UUID, timeout: float = 15) -> dict[str, list[str]]:
 # -- the walk ------------------------------------------------------------------------------------------------------
 
 
-def aimed_rules() -> list[Rule]:
-    """Every route of the web app with an argument that names a row."""
+def web_rules() -> list[Rule]:
+    """The web app's routes, read from an app whose NATS connection is closed (it would outlive the suite's)."""
     from web import create_app
 
+    app = create_app()
+    if (bus := app.extensions["deskbell.bus"]) is not None:
+        bus.close()
+    return list(app.url_map.iter_rules())
+
+
+def aimed_rules() -> list[Rule]:
+    """Every route of the web app with an argument that names a row."""
     return sorted(
-        (r for r in create_app().url_map.iter_rules() if any(_names_a_row(r, a) for a in r.arguments)),
+        (r for r in web_rules() if any(_names_a_row(r, a) for a in r.arguments)),
         key=lambda r: r.rule,
     )
 
@@ -370,10 +378,8 @@ def test_a_tenants_people_reach_nothing_of_another_tenant_by_id(
 
 def listed_pages() -> list[str]:
     """Every GET page of the web app that names no row (lists, search, exports), each choice of an `any` argument."""
-    from web import create_app
-
     pages = []
-    for rule in create_app().url_map.iter_rules():
+    for rule in web_rules():
         converters = [rule._converters[a] for a in rule.arguments]
         if "GET" not in rule.methods or not all(isinstance(c, AnyConverter) for c in converters):
             continue

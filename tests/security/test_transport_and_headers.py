@@ -34,6 +34,7 @@ def app_with(monkeypatch: pytest.MonkeyPatch, env: str = "development", trusted_
     monkeypatch.setenv("DESKBELL_ENV", env)
     monkeypatch.setenv("TRUSTED_PROXIES", trusted_proxies)
     monkeypatch.delenv("PUBLIC_URL", raising=False)
+    monkeypatch.delenv("NATS_URL", raising=False)  # no NATS connection to outlive the suite's nats-server
     return create_app()
 
 
