@@ -812,7 +812,7 @@
                       [h("div", "", {}, [TP.intro]), preNameLabel, preEmailLabel, preChoices, preError,
                        h("button", "", { type: "submit" }, [TP.start])]);
   panel.insertBefore(prechatForm, form);
-  var preSpec = null;
+  var preSpec = null, preAway = false;
 
   function preField(label, input, mode, text) {
     label.textContent = "";
@@ -826,10 +826,11 @@
   function applyPrechat(spec) {
     var show = !!spec && offlineForm.hidden && !state.outbox.length;
     if (!show) {
-      if (!prechatForm.hidden) { prechatForm.hidden = true; form.hidden = false; }
+      if (!prechatForm.hidden) { prechatForm.hidden = true; form.hidden = !offlineForm.hidden; }  // closed: the message form
       preSpec = null;
       return;
     }
+    preAway = !emailBox.hidden;  // the "leave your email" box, for after the form
     form.hidden = true; emailBox.hidden = true;
     if (!prechatForm.hidden && JSON.stringify(spec) === JSON.stringify(preSpec)) return;  // keep what is typed
     preSpec = spec;
@@ -878,6 +879,7 @@
           if (data.email) { save("replyEmail", data.email); save("gaveEmail", true); offEmail.value = trEmail.value = data.email; }
           preSpec = null;
           prechatForm.hidden = true; form.hidden = false; showError(preError, null, "");
+          emailBox.hidden = !preAway || !!data.email;
           box.focus();
           emit("prechat", { name: data.name, email: data.email, choice: data.choice });
         } else if (data.status_code === 400) {
