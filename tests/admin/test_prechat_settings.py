@@ -62,6 +62,36 @@ def test_an_admin_turns_on_the_pre_chat_form_and_the_change_is_audited(stack: St
     assert entry.detail["after"]["widget"]["prechat"]["options"] == ["Sales", "Support"]
 
 
+def test_saving_the_sites_other_settings_keeps_the_pre_chat_form(stack: Stack) -> None:
+    people = new_people()
+    site = the_site(people["tenant_id"])
+    admin = logged_in(stack.base_url, people["admin"])
+    assert admin.post(f"/admin/sites/{site.id}/prechat", GOOD).status_code == 303
+
+    saved = admin.post(f"/admin/sites/{site.id}", {"name": "Renamed", "color": "#112233", "position": "left"})
+
+    assert saved.status_code == 303
+    widget = the_site(people["tenant_id"]).widget
+    assert widget["color"] == "#112233"
+    assert widget["prechat"]["options"] == ["Sales", "Support"]
+
+
+def test_turning_the_form_off_keeps_its_settings_for_next_time(stack: Stack) -> None:
+    people = new_people()
+    site = the_site(people["tenant_id"])
+    admin = logged_in(stack.base_url, people["admin"])
+    assert admin.post(f"/admin/sites/{site.id}/prechat", GOOD).status_code == 303
+
+    off = {k: v for k, v in GOOD.items() if k != "prechat_enabled"}  # an unticked box is not sent
+    assert admin.post(f"/admin/sites/{site.id}/prechat", off).status_code == 303
+
+    prechat = the_site(people["tenant_id"]).widget["prechat"]
+    assert prechat["enabled"] is False
+    assert prechat["email"] == "required" and prechat["options"] == ["Sales", "Support"]
+    page = admin.get(f"/admin/sites/{site.id}").text
+    assert 'name="prechat_enabled" value="on" >' in page  # shown unticked
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -90,6 +90,7 @@ def test_a_visitor_answers_the_pre_chat_form_and_the_agent_sees_the_answers(
     pane = agent.locator(".pane.active")
     expect(pane.get_by_role("heading", name="Ada Lovelace")).to_be_visible()
     panel = pane.locator(".visitor-panel")
+    expect(panel.locator(".visitor-name")).to_contain_text("Ada Lovelace")
     expect(panel.locator(".visitor-email")).to_contain_text("ada@example.com")
     attributes = panel.locator(".attributes")
     expect(attributes).to_contain_text("pre_chat_choice")
