@@ -6,8 +6,9 @@ letter is stored once.
 
 In order: a visitor's thread (agents' replies too) is its own subject, desk.in.<tenant>.<visitor>, and its
 messages are stored in the order of their stream sequence, whichever worker holds them. A message is stored
-only once no earlier message of its subject is left in DESK_IN (a work queue: what is acked is gone), so
-another worker's batch, a redelivery or a retry can no longer let a later message take an earlier seq.
+only once no earlier message of its subject is left in DESK_IN (a work queue: what is acked is gone, a moment
+after the ack) but those this worker stored itself, so another worker's batch, a redelivery or a retry can no
+longer let a later message take an earlier seq.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import nats.errors
 import nats.js.errors
@@ -71,12 +72,40 @@ async def _next_waiting(nc: Client, subject: str, from_seq: int) -> int | None:
     return int(answer["message"]["seq"])
 
 
+class _Recent:
+    """The stream sequences of the messages this worker committed lately. JetStream removes an acked message
+    from the work queue a moment after the ack (in most cases it is still there when the next batch looks), so
+    without this a thread's next message would be held behind one that is already stored."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.seqs, self.order = size, set[int](), deque[int]()
+
+    def add(self, seqs: list[int]) -> None:
+        self.seqs.update(seqs)
+        self.order.extend(seqs)
+        while len(self.order) > self.size:
+            self.seqs.discard(self.order.popleft())
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self.seqs
+
+
+STORED = _Recent(100_000)
+
+
+async def _first_unstored(nc: Client, subject: str, start: int) -> int | None:
+    """`_next_waiting`, passing over the messages this worker has stored already."""
+    while (first := await _next_waiting(nc, subject, start)) is not None and first in STORED:
+        start = first + 1
+    return first
+
+
 async def _in_turn(nc: Client, subject: str, mine: list[Msg]) -> list[Msg]:
     """Of `mine` (one subject, in stream order), the leading run with nothing of the subject before it still
     waiting in the stream: those may be stored now, in this order."""
     # Ask for each message at once: is the first message left after its predecessor (or the start) itself?
     starts = [1] + [_stream_seq(m) + 1 for m in mine[:-1]]
-    found = await asyncio.gather(*(_next_waiting(nc, subject, start) for start in starts))
+    found = await asyncio.gather(*(_first_unstored(nc, subject, start) for start in starts))
     turn: list[Msg] = []
     for msg, first in zip(mine, found, strict=True):
         # None or later: this message itself was acked meanwhile (a duplicate delivery); storing is idempotent.
@@ -101,14 +130,17 @@ async def _store_and_publish(nc: Client, msgs: list[Msg]) -> None:
     """Store `msgs` (in stream order), then publish their events and routing jobs, and flush."""
     by_tenant: dict[uuid.UUID, list[Inbound]] = defaultdict(list)
     received_at: dict[uuid.UUID, list[float]] = defaultdict(list)
+    seqs: dict[uuid.UUID, list[int]] = defaultdict(list)
     for msg in msgs:
         # A malformed message raises: workers/base.py retries it alone and then keeps it as a dead letter.
         tenant_id = subjects.tenant_of(msg.subject)
         by_tenant[tenant_id].append(Inbound.from_payload(json.loads(msg.data)))
         received_at[tenant_id].append(msg.metadata.timestamp.timestamp())
+        seqs[tenant_id].append(_stream_seq(msg))
     js = nc.jetstream()
     for tenant_id, batch in by_tenant.items():
         results = await asyncio.to_thread(_store, tenant_id, batch)
+        STORED.add(seqs[tenant_id])
         for received in received_at[tenant_id]:  # JetStream's receive time -> committed
             metrics.ACK_LATENCY.labels("stored").observe(max(0.0, time.time() - received))
         for item, stored in zip(batch, results, strict=True):
