@@ -1,7 +1,8 @@
 """A tenant's settings (`tenants.settings`, docs/admin.md "Routing and security"): validated on the way in,
 completed with the defaults on the way out. Two sections:
 
-- routing: auto_assign (bool), strategy (round_robin | least_busy)
+- routing: auto_assign (bool), strategy (round_robin | least_busy), routing's time limits, reopen_after_idle, and
+  `rules`, the ordered routing rules (desk/routing_rules.py validates them; desk/actions/rules.py edits them)
 - security: session_minutes (how long a login lasts), password_min_length, console_networks (CIDR blocks the
   console and the admin pages are served to; empty: anywhere)
 """
@@ -92,6 +93,8 @@ def parse_routing(form: dict[str, Any]) -> dict[str, Any]:
             routing[key] = _int(value, f"{name} (seconds)", ROUTING_SECONDS)
     if "open_timeout_seconds" in form:  # the admin's whole form, where an unticked box is a "no"
         routing["reopen_after_idle"] = _checked(form.get("reopen_after_idle"))
+    if isinstance(form.get("rules"), list):  # the stored rules, carried over (their own page edits them)
+        routing["rules"] = form["rules"]
     return routing
 
 

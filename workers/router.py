@@ -8,9 +8,12 @@ Two inputs, one action (drain the tenant's queue, desk/actions/routing.py):
   to the queue). These are plain NATS and may be lost; the sweeper drains every tenant with a queue each sweep,
   so a lost one costs at most a sweep's delay.
 
+A new conversation first meets the tenant's routing rules (desk/actions/rules.py), which may give it a team.
+
 After every drain the router publishes the assignments to the tenant's consoles, and each waiting visitor's
 place (`signals.queue_position`, position 0 once assigned) on the visitor's subject; the edge sends it as a
-`queue` frame (docs/protocol.md).
+`queue` frame (docs/protocol.md). A conversation held outside its team's business hours has no place: its
+visitor hears position 0 (no live line to show) until the hours open and it is routed.
 """
 
 from __future__ import annotations
@@ -25,9 +28,18 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from sqlalchemy.orm import Session
 
 from desk import bus, signals, subjects
-from desk.actions.routing import Assigned, Requeued, do_drain_queue, do_requeue_absent_agent, do_route_conversation
+from desk.actions.routing import (
+    Assigned,
+    Requeued,
+    do_drain_queue,
+    do_requeue_absent_agent,
+    do_route_conversation,
+    held_conversations,
+)
+from desk.actions.rules import TeamRouted, do_apply_rules
 from desk.db import tenant_session
 from desk.queries.queue import Place, queue_places
 
@@ -40,10 +52,20 @@ LISTEN_GROUP = "router"
 FREEING = frozenset({"resolved", "pending", "snoozed", "unassigned", "transferred", "reopened"})
 
 
-def _route(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[list[Assigned], list[Place]]:
+def visitor_places(session: Session) -> list[Place]:
+    """What each queued visitor hears: their place in line, or position 0 while their line is outside business
+    hours (held: no place, no estimate)."""
+    held = held_conversations(session)
+    waiting = {conversation for conversation, _ in held}
+    found = [p for p in queue_places(session) if p.conversation_id not in waiting]
+    return found + [Place(conversation, visitor, 0, None) for conversation, visitor in held]
+
+
+def _route(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[TeamRouted | None, list[Assigned], list[Place]]:
     with tenant_session(tenant_id) as session:
+        routed = do_apply_rules(session, conversation_id)  # the team first: the agent is picked from it
         _, assigned = do_route_conversation(session, conversation_id)
-        return assigned, queue_places(session)
+        return routed, assigned, visitor_places(session)
 
 
 def drain(tenant_id: uuid.UUID, absent: uuid.UUID | None = None) -> tuple[list[Requeued], list[Assigned], list[Place]]:
@@ -51,7 +73,7 @@ def drain(tenant_id: uuid.UUID, absent: uuid.UUID | None = None) -> tuple[list[R
     with tenant_session(tenant_id) as session:
         requeued = do_requeue_absent_agent(session, absent) if absent else []
         assigned = do_drain_queue(session, tenant_id)
-        return requeued, assigned, queue_places(session)
+        return requeued, assigned, visitor_places(session)
 
 
 async def publish(
@@ -59,7 +81,7 @@ async def publish(
     tenant_id: uuid.UUID,
     assigned: Iterable[Assigned],
     places: Iterable[Place],
-    changes: Iterable[Requeued] = (),
+    changes: Iterable[Requeued | TeamRouted] = (),
 ) -> None:
     """Tell the consoles what routing changed, and each waiting (or just assigned) visitor their place."""
     agents = subjects.agent_events(tenant_id)
@@ -81,8 +103,8 @@ async def handle(nc: Client, msgs: list[Msg]) -> None:
     for msg in msgs:
         tenant_id = subjects.tenant_of(msg.subject)
         conversation_id = uuid.UUID(json.loads(msg.data)["conversation_id"])
-        assigned, places = await asyncio.to_thread(_route, tenant_id, conversation_id)
-        await publish(nc, tenant_id, assigned, places)
+        routed, assigned, places = await asyncio.to_thread(_route, tenant_id, conversation_id)
+        await publish(nc, tenant_id, assigned, places, [routed] if routed else [])
 
 
 def _wanted(event: dict[str, Any]) -> tuple[bool, uuid.UUID | None]:

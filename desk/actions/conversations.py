@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from desk import signals
-from desk.models import Conversation, ConversationEvent, Team, User
+from desk import signals, tenant_settings
+from desk.models import Conversation, ConversationEvent, Team, Tenant, User
 from desk.protocol import FrameError, validate_body
 from desk.settings import Limits
 
@@ -137,6 +137,11 @@ def _team(session: Session, team_id: uuid.UUID) -> Team:
         session.rollback()
         raise Invalid("No such team.")
     return team
+
+
+def _auto_assign(session: Session) -> bool:
+    """The tenant's routing.auto_assign (desk/tenant_settings.py): whether routing's line forms at all."""
+    return bool(tenant_settings.effective(session.scalar(select(Tenant.settings)))["routing"]["auto_assign"])
 
 
 def _text(value: str, limits: Limits, what: str, required: bool = True) -> str:
@@ -258,8 +263,12 @@ def do_transfer(
     note: str = "",
     limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, never mutated
 ) -> Change:
-    """Hand the conversation to another agent, or to a team (whose agents pick it up: the assignee is cleared),
-    with a note for them, stored as the event's body. Commits. Either way it leaves routing's line."""
+    """Hand the conversation to another agent, or to a team, with a note for them, stored as the event's body.
+    Commits.
+
+    To an agent: it leaves routing's line. To a team: the assignee is cleared and, with auto-assign on, it joins
+    the end of that team's line (`queued_at` now), so routing gives it to a member of the team with room, the
+    transferring agent last (desk/actions/routing.py); with auto-assign off the team's agents take it by hand."""
     if (agent_id is None) == (team_id is None):
         raise Invalid("Choose an agent or a team to transfer to.")
     note = _text(note, limits, "The transfer note", required=False)
@@ -284,6 +293,10 @@ def do_transfer(
             raise Invalid(f"It is already with {team.name}.")
         conversation.team_id = team.id
         conversation.assignee_id = None
+        if conversation.status == "open" and _auto_assign(session):
+            now = datetime.now(UTC)
+            conversation.queued_at, conversation.assigned_at, conversation.opened_at = now, None, None
+            conversation.passed_over_id = previous.id if previous else None
         target = {"to": "team", "to_id": str(team.id), "to_name": team.name}
     return _record(session, conversation, actor, "transferred", note, **source, **target)
 

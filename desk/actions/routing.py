@@ -11,6 +11,10 @@ One drain at a time per tenant: a transaction-scoped advisory lock, so two route
 twice and the queue drains in order. Each conversation is assigned by a conditional UPDATE (still open, unassigned
 and not locked: SKIP LOCKED): one an agent is taking by hand at that moment (desk/actions/conversations.py locks
 the same row) stays the agent's, so the two never both assign it, and a drain never waits on an agent.
+
+Business hours hold a line: outside its team's schedule (or the tenant's default, for a team without one and for
+conversations without a team; no schedule at all: always open) a team's conversations stay in line, unassigned and
+without a place (`held_conversations`), and the first drain after the hours open routes them in arrival order.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from desk import signals, tenant_settings
-from desk.models import Conversation, ConversationEvent, Message, TeamMember, Tenant, User
+from desk import mail_hours, signals, tenant_settings
+from desk.models import Conversation, ConversationEvent, Message, Schedule, TeamMember, Tenant, User
 
 # A drain assigns at most this many conversations; the next one takes the rest.
 DRAIN_BATCH = 500
@@ -75,6 +79,32 @@ def _open_load(session: Session, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, 
     return defaultdict(int, {agent: count for agent, count in rows})
 
 
+def closed_lines(session: Session, team_ids: set[uuid.UUID | None], now: datetime | None = None) -> set[Any]:
+    """Of these lines (team ids; None: the tenant's common line), the ones outside business hours now: the team's
+    own schedule, else the tenant's default; without either, a line is always open (desk/mail_hours.py)."""
+    if not team_ids:
+        return set()
+    schedules = {s.team_id: s for s in session.scalars(select(Schedule).order_by(Schedule.created_at.desc()))}
+    if not schedules:
+        return set()
+    default = schedules.get(None)
+    return {t for t in team_ids if not mail_hours.status(schedules.get(t, default), now).open}
+
+
+def _waiting() -> Any:
+    return select(Conversation.id, Conversation.visitor_id, Conversation.team_id, Conversation.passed_over_id).where(
+        Conversation.status == "open", Conversation.assignee_id.is_(None), Conversation.queued_at.is_not(None)
+    )
+
+
+def held_conversations(session: Session) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(conversation, visitor) of the queued conversations whose line is outside business hours: they wait for
+    the hours, with no place in line and no estimate (no agent will answer before then)."""
+    rows = session.execute(_waiting().order_by(Conversation.queued_at).limit(DRAIN_BATCH)).all()
+    closed = closed_lines(session, {r.team_id for r in rows})
+    return [(r.id, r.visitor_id) for r in rows if r.team_id in closed]
+
+
 def do_drain_queue(session: Session, tenant_id: uuid.UUID) -> list[Assigned]:
     """Assign the tenant's queued conversations, oldest first, to online agents with room. Commits.
 
@@ -88,11 +118,10 @@ def do_drain_queue(session: Session, tenant_id: uuid.UUID) -> list[Assigned]:
     _lock_tenant_routing(session, tenant_id)
     # Read, not locked: only the rows it assigns are written, each by a conditional UPDATE (below).
     waiting = session.execute(
-        select(Conversation.id, Conversation.visitor_id, Conversation.team_id, Conversation.passed_over_id)
-        .where(Conversation.status == "open", Conversation.assignee_id.is_(None), Conversation.queued_at.is_not(None))
-        .order_by(Conversation.queued_at, Conversation.created_at, Conversation.id)
-        .limit(DRAIN_BATCH)
+        _waiting().order_by(Conversation.queued_at, Conversation.created_at, Conversation.id).limit(DRAIN_BATCH)
     ).all()
+    closed = closed_lines(session, {c.team_id for c in waiting})
+    waiting = [c for c in waiting if c.team_id not in closed]  # outside business hours: held until they open
     if not waiting:
         session.commit()
         return []

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from desk.actions import agents as agent_actions
 from desk.actions import api_keys, labels, teams
+from desk.actions import rules as routing_rules
 from desk.audit import Client
 from desk.db import system_session, tenant_session
 from desk.models import User
@@ -45,6 +46,7 @@ class World:
     label_id: uuid.UUID
     key_id: uuid.UUID
     invite_id: uuid.UUID
+    rule_id: str
 
     def login(self, role: str) -> dict[str, Any]:
         return self.operator if role == "operator" else self.people[role]
@@ -72,8 +74,14 @@ def new_world() -> World:
         team = teams.do_create_team(session, owner, client, "Support")
         label = labels.do_create_label(session, owner, client, {"name": "billing", "color": "#ff0000"})
         key, _ = api_keys.do_create_api_key(session, owner, client, "CRM", "not-the-app-key")
+        rule = routing_rules.do_add_rule(
+            session, owner, client, {"when": "page_contains", "value": "/pricing", "team_id": str(team.id)}
+        )
         site_id = session.execute(text("SELECT id FROM sites WHERE tenant_id = :t"), {"t": tenant_id}).scalar_one()
-    return World(people, platform_operator(), new_people(), site_id, target.id, team.id, label.id, key.id, invite.id)
+    operator, victim = platform_operator(), new_people()
+    return World(
+        people, operator, victim, site_id, target.id, team.id, label.id, key.id, invite.id, rule["id"]
+    )
 
 
 def schedule(**extra: str) -> dict[str, str]:
@@ -118,6 +126,13 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("admin.hours_page", "POST"): lambda w: ("/admin/hours", schedule()),
     ("admin.team_hours", "GET"): lambda w: (f"/admin/hours/{w.team_id}", {}),
     ("admin.team_hours", "POST"): lambda w: (f"/admin/hours/{w.team_id}", schedule(timezone="Asia/Tokyo")),
+    ("admin.routing_rules", "GET"): lambda w: ("/admin/routing-rules", {}),
+    ("admin.routing_rules", "POST"): lambda w: (
+        "/admin/routing-rules",
+        {"when": "language", "value": "zh", "team_id": str(w.team_id)},
+    ),
+    ("admin.move_routing_rule", "POST"): lambda w: (f"/admin/routing-rules/{w.rule_id}/move", {"direction": "down"}),
+    ("admin.delete_routing_rule", "POST"): lambda w: (f"/admin/routing-rules/{w.rule_id}/delete", {}),
     ("admin.delete_team", "POST"): lambda w: (f"/admin/teams/{w.team_id}/delete", {}),
     ("admin.labels", "GET"): lambda w: ("/admin/labels", {}),
     ("admin.labels", "POST"): lambda w: ("/admin/labels", {"name": "vip", "color": "#00ff00"}),

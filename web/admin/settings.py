@@ -4,6 +4,8 @@ tenant's settings, read by web/auth), and the tenant itself: its deletion, by an
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import logout_user
@@ -12,9 +14,11 @@ from desk import tenant_settings
 from desk.actions import admin as act
 from desk.actions.admin import ActionError, record
 from desk.actions.platform import do_delete_tenant
+from desk.actions.rules import stored_rules
 from desk.db import system_session
 from desk.models import Tenant, User
 from web.admin import admin_session, bp, done, page
+from web.admin import rules as _rules  # noqa: F401  (the routing rules' routes: a page of their own)
 from web.admin.roles import client, requires, saas
 from web.auth import two_factor_required
 
@@ -58,7 +62,11 @@ def settings() -> ResponseReturnValue:
 def save_settings(section: str) -> ResponseReturnValue:
     with admin_session() as (session, actor):
         try:
-            act.do_update_settings(session, actor, client(), section, request.form.to_dict())
+            form: dict[str, Any] = request.form.to_dict()
+            if section == "routing":  # the rules are edited on their own page: keep them as stored
+                stored = session.get(Tenant, actor.tenant_id)
+                form["rules"] = stored_rules(stored.settings if stored else None)
+            act.do_update_settings(session, actor, client(), section, form)
         except ActionError as exc:
             session.rollback()
             tenant = session.get(Tenant, actor.tenant_id)
