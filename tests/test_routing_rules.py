@@ -209,3 +209,23 @@ def test_the_admins_edits_keep_the_order_and_the_limits(tenant: uuid.UUID) -> No
             act.do_delete_rule(session, owner_of(session), client, stored[1]["id"])
         after = act.stored_rules(session.scalar(select(Tenant.settings)))
     assert [r["value"] for r in after[:3]] == ["/p0", "/p2", "/p3"] and len(after) == 49
+
+
+def test_the_hours_a_visitor_is_shown_are_those_of_the_team_the_rules_would_pick(tenant: uuid.UUID) -> None:
+    from desk.actions import hours
+
+    sales = new_team(tenant, "Sales")
+    add_rules(tenant, {"when": "page_contains", "value": "/pricing", "team_id": str(sales)})
+    closed = {"timezone": "UTC", **{f"hours_{d}": "" for d in hours.WEEKDAYS}}
+    always = {"timezone": "UTC", **{f"hours_{d}": "00:00-24:00" for d in hours.WEEKDAYS}}
+    with tenant_session(tenant) as session:
+        hours.do_save_schedule(session, owner_of(session), audit.Client("127.0.0.1", "t"), None, always)
+        hours.do_save_schedule(session, owner_of(session), audit.Client("127.0.0.1", "t"), sales, closed)
+    on_pricing = visitor_writes(tenant, "https://shop.test/pricing")
+    on_blog = visitor_writes(tenant, "https://shop.test/blog")
+    with tenant_session(tenant) as session:
+        shown = {}
+        for conversation in (on_pricing, on_blog):
+            visitor = session.get(Visitor, session.get(Conversation, conversation).visitor_id)
+            shown[conversation] = act.hours_for_visitor(session, visitor).open
+    assert shown == {on_pricing: False, on_blog: True}  # Sales is closed; the tenant is open

@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from desk import audit, signals
+from desk import audit, mail_hours, signals
 from desk import routing_rules as rules
 from desk.actions.admin import Invalid, NotFound, record
+from desk.actions.hours import schedule_of
 from desk.models import Conversation, ConversationEvent, Site, Team, Tenant, User, Visitor
 
 
@@ -151,14 +152,16 @@ def _page_at_start(visitor: Visitor, started: datetime) -> str:
     return url or str((visitor.page or {}).get("url") or "")
 
 
-def facts_of(conversation: Conversation, visitor: Visitor) -> rules.Facts:
+def facts_of(visitor: Visitor, conversation: Conversation | None = None) -> rules.Facts:
+    """What the rules look at: the conversation's start (its page, its labels), or the visitor now without one."""
     context = visitor.context or {}
     attributes = context.get("attributes") if isinstance(context.get("attributes"), dict) else {}
+    page = (visitor.page or {}).get("url") or ""
     return rules.Facts(
-        page_url=_page_at_start(visitor, conversation.created_at),
+        page_url=_page_at_start(visitor, conversation.created_at) if conversation else str(page),
         language=str(context.get("language") or ""),
         attributes={str(k): str(v) for k, v in attributes.items()},
-        labels=tuple(conversation.labels or ()),
+        labels=tuple(conversation.labels or ()) if conversation else (),
         site_id=str(visitor.site_id),
     )
 
@@ -177,7 +180,7 @@ def do_apply_rules(session: Session, conversation_id: uuid.UUID) -> TeamRouted |
     assert visitor is not None
     teams = dict(session.execute(select(Team.id, Team.name)).all())
     live = [r for r in current if _team_id(r) in teams]  # a deleted team's rules never match
-    found = rules.first_match(live, facts_of(conversation, visitor))
+    found = rules.first_match(live, facts_of(visitor, conversation))
     if found is None:
         session.rollback()
         return None
@@ -215,6 +218,23 @@ def do_apply_rules(session: Session, conversation_id: uuid.UUID) -> TeamRouted |
     routed = TeamRouted(conversation_id, team_id, event.id)
     session.commit()
     return routed
+
+
+def visitor_team(session: Session, visitor: Visitor) -> uuid.UUID | None:
+    """The team the rules would give a conversation this visitor starts now (on their current page; no labels
+    yet), or None: for the widget's session, to show that team's business hours."""
+    teams = set(session.scalars(select(Team.id)))
+    live = [r for r in stored_rules(session.scalar(select(Tenant.settings))) if _team_id(r) in teams]
+    found = rules.first_match(live, facts_of(visitor))
+    return _team_id(found[1]) if found else None
+
+
+def hours_for_visitor(session: Session, visitor: Visitor) -> mail_hours.HoursStatus:
+    """The business hours that hold this visitor's next conversation (routing's, desk/actions/routing.py): the
+    schedule of the team the rules pick, else the tenant's default. What the widget's session should say."""
+    team_id = visitor_team(session, visitor)
+    schedule = schedule_of(session, team_id) if team_id else None
+    return mail_hours.status(schedule or schedule_of(session, None))
 
 
 def _team_id(rule: dict[str, Any]) -> uuid.UUID | None:
