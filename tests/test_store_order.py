@@ -107,3 +107,33 @@ def test_the_order_settings_have_defaults_and_refuse_nonsense(monkeypatch: pytes
             env.setenv(name, value)
             with pytest.raises(RuntimeError, match="DESKBELL_STORE_ORDER"):
                 settings.load()
+
+
+def test_a_threads_next_message_is_not_held_behind_one_this_worker_just_stored(
+    tenant: uuid.UUID, own_nats: str
+) -> None:
+    """JetStream removes an acked message from the work queue a moment after the ack; the worker that stored it
+    does not wait for that before storing the next message of the thread, in its next batch."""
+    visitors = [new_visitor(tenant) for _ in range(5)]
+    held_before = store.metrics.ORDER_HELD.labels("held")._value.get()
+
+    async def scenario() -> None:
+        nc = await bus.connect(own_nats, "test")
+        js = nc.jetstream()
+        await subjects.ensure_streams(js, replicas=1)
+        for i in range(1, 41):
+            for visitor in visitors:
+                item = Inbound(visitor, f"m-{i}", f"message {i}")
+                await js.publish(subjects.inbound(tenant, visitor), bus.encode(item.payload()))
+        worker = await js.pull_subscribe_bind(subjects.STORE_CONSUMER, subjects.IN_STREAM)
+        for _ in range(20):
+            batch = await worker.fetch(10)
+            await store.handle(nc, batch)
+            for msg in batch:  # as workers/base.py does after the handler; the next fetch follows at once
+                await msg.ack()
+        await nc.close()
+
+    asyncio.run(scenario())
+    for visitor in visitors:
+        assert thread(tenant, visitor) == [(i, f"message {i}") for i in range(1, 41)]
+    assert store.metrics.ORDER_HELD.labels("held")._value.get() == held_before, "no message was held"
