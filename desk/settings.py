@@ -114,6 +114,11 @@ class Api:
     max_skew_seconds: int = 300
     # The most items one page of a list answers with (a client's `limit` above it is lowered to it).
     page_max: int = 100
+    # Requests one client address may make a minute (a burst of as many), counted before any check, in each web
+    # process; over it, 429. 0: no limit.
+    requests_per_ip_per_minute: int = 600
+    # A refused call is audited at most once this often per address, tenant and reason (the entry counts the rest).
+    refused_audit_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -253,9 +258,15 @@ def _api() -> Api:
     api = Api(
         max_skew_seconds=_int("DESKBELL_API_MAX_SKEW_SECONDS", Api.max_skew_seconds),
         page_max=_int("DESKBELL_API_PAGE_MAX", Api.page_max),
+        requests_per_ip_per_minute=_int("DESKBELL_API_REQUESTS_PER_IP_PER_MINUTE", Api.requests_per_ip_per_minute),
+        refused_audit_seconds=_int("DESKBELL_API_REFUSED_AUDIT_SECONDS", Api.refused_audit_seconds),
     )
     if min(api.max_skew_seconds, api.page_max) < 1:
         raise RuntimeError("DESKBELL_API_MAX_SKEW_SECONDS and DESKBELL_API_PAGE_MAX must be at least 1")
+    if min(api.requests_per_ip_per_minute, api.refused_audit_seconds) < 0:
+        raise RuntimeError(
+            "DESKBELL_API_REQUESTS_PER_IP_PER_MINUTE and DESKBELL_API_REFUSED_AUDIT_SECONDS must not be negative"
+        )
     return api
 
 

@@ -132,12 +132,13 @@ def errors() -> Iterator[Errors]:
 
 @pytest.fixture(scope="module")
 def app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
-    """The Flask app as `web` runs it, on the test database and NATS, with the per-address session limit off
+    """The Flask app as `web` runs it, on the test database and NATS, with the per-address session and API limits off
     (the fuzzer is one address making thousands) and its own data folder."""
     from web import create_app
 
     env = {
         "DESKBELL_SESSIONS_PER_IP_PER_HOUR": "0",
+        "DESKBELL_API_REQUESTS_PER_IP_PER_MINUTE": "0",
         "DESKBELL_UPLOADS_PER_HOUR": "100000",
         "DESKBELL_DATA": str(tmp_path_factory.mktemp("fuzz-data")),
     }

@@ -1,7 +1,8 @@
 """The signed server-to-server API (issue 7; docs/api.md) over the running product: a request signed with the
 tenant's API key passes, and a tampered body, a wrong key, an old timestamp, a replayed nonce, a revoked key and a
 missing signature are each refused with 401 and a JSON reason, change nothing, and are in the audit log. A key
-of tenant A never reaches tenant B's rows. A message posted through the API reaches the visitor's widget.
+of tenant A never reaches tenant B's rows. A message posted through the API reaches the visitor's widget. A flood
+from one address gets 429 before any check, and its refusals are audited once a minute, not once a call.
 """
 
 from __future__ import annotations
@@ -81,12 +82,14 @@ def call(
     *,
     headers: dict[str, str] | None = None,
     send: bytes | None = None,
+    client: httpx.Client | None = None,
 ) -> httpx.Response:
-    """A request signed as docs/api.md says; `headers` replaces the signature headers, `send` the body sent."""
+    """A request signed as docs/api.md says; `headers` replaces the signature headers, `send` the body sent,
+    `client` sends it (from_address)."""
     body = b"" if payload is None else json.dumps(payload).encode()
     signed = headers if headers is not None else signing.sign(key, method, path, body)
     extra = {"Content-Type": "application/json"} if payload is not None else {}
-    return httpx.request(
+    return (client or httpx).request(
         method, base_url + path, content=body if send is None else send, headers={**signed, **extra}, timeout=10
     )
 
@@ -359,3 +362,77 @@ def test_expired_nonces_are_deleted_and_live_ones_kept(stack: Stack, ours: Tenan
 def test_a_key_made_under_another_secret_key_is_refused_not_an_error(stack: Stack, ours: Tenant) -> None:
     with another_web(stack, SECRET_KEY="another-" + secrets.token_urlsafe(16)) as elsewhere:
         refused(call(elsewhere, ours.key, "GET", "/api/v1/conversations"), "unusable_key")
+
+
+# -- floods --------------------------------------------------------------------------------------------------------
+
+
+def from_address(address: str) -> httpx.Client:
+    """A client whose requests come from `address`, one of 127.0.0.0/8 (all of which reach the stack): its own
+    per-address counts, untouched by the suite's other requests."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def a_loopback_address() -> str:
+    return "127." + ".".join(str(secrets.randbelow(254) + 1) for _ in range(3))
+
+
+def refusals_audited(address: str) -> list[tuple[uuid.UUID | None, dict[str, Any]]]:
+    """The `api.refused` entries of calls from `address`: (tenant, detail), oldest first."""
+    with system_session() as session:
+        return [
+            (e.tenant_id, e.detail)
+            for e in session.scalars(
+                select(AuditLog).where(AuditLog.action == "api.refused", AuditLog.ip == address).order_by(AuditLog.id)
+            )
+        ]
+
+
+def guessed_key(key: str) -> str:
+    """The key's prefix with a guessed secret: every call signed with it is a bad signature."""
+    return f"{key.split('.')[0]}.{secrets.token_urlsafe(32)}"
+
+
+def test_an_address_over_the_request_limit_gets_429_before_its_signature_is_checked(
+    stack: Stack, ours: Tenant
+) -> None:
+    path, address = "/api/v1/conversations", a_loopback_address()
+    with another_web(stack, DESKBELL_API_REQUESTS_PER_IP_PER_MINUTE="3") as limited, from_address(address) as flood:
+        for _ in range(3):
+            refused(call(limited, guessed_key(ours.key), "GET", path, client=flood), "bad_signature")
+        over = [call(limited, ours.key, "GET", path, client=flood) for _ in range(5)]  # well signed, not checked
+        elsewhere = call(limited, ours.key, "GET", path)  # from 127.0.0.1
+    assert [r.status_code for r in over] == [429] * 5
+    assert over[0].json() == {
+        "error": "rate_limited",
+        "limit": "api_requests_per_ip_per_minute",
+        "message": "more than 3 API requests a minute from your address; retry later",
+    }
+    assert 1 <= int(over[0].headers["Retry-After"]) <= 20
+    assert elsewhere.status_code == 200, elsewhere.text
+    # Audited as one entry for each reason: the bad signatures in our tenant, the flood installation-wide.
+    assert [(t, d["reason"]) for t, d in refusals_audited(address)] == [
+        (ours.id, "bad_signature"),
+        (None, "rate_limited"),
+    ]
+
+
+def test_repeated_bad_signatures_from_one_address_write_one_audit_entry_a_minute(stack: Stack, ours: Tenant) -> None:
+    path, address = "/api/v1/conversations", a_loopback_address()
+    with from_address(address) as client:
+        for _ in range(5):
+            refused(call(stack.base_url, guessed_key(ours.key), "GET", path, client=client), "bad_signature")
+    [(tenant, detail)] = refusals_audited(address)
+    assert (tenant, detail["reason"], detail["key"]) == (ours.id, "bad_signature", ours.key.split(".")[0])
+
+
+def test_the_entry_after_a_quiet_spell_counts_the_refusals_left_out(stack: Stack, ours: Tenant) -> None:
+    path, address = "/api/v1/conversations", a_loopback_address()
+    with another_web(stack, DESKBELL_API_REFUSED_AUDIT_SECONDS="5") as web, from_address(address) as client:
+        refused(call(web, guessed_key(ours.key), "GET", path, client=client), "bad_signature")
+        window_ends = time.monotonic() + 5.05  # the first call's entry was written before its answer
+        for _ in range(3):
+            refused(call(web, guessed_key(ours.key), "GET", path, client=client), "bad_signature")
+        time.sleep(max(0.0, window_ends - time.monotonic()))  # the audit's window (5 s here) passes
+        refused(call(web, guessed_key(ours.key), "GET", path, client=client), "bad_signature")
+    assert [d.get("left_out") for _, d in refusals_audited(address)] == [None, 3]

@@ -3,21 +3,28 @@
 A request passes when it names a live key of an active tenant, its timestamp is within DESKBELL_API_MAX_SKEW_SECONDS
 of the server's clock, its HMAC (desk/signing.py) matches, compared in constant time, and its nonce was never used
 with that key. The nonce is stored (api_nonces, migration 0009) until the timestamp leaves the window, after which
-the timestamp alone refuses a replay. Every refusal is a 401 (403 for a suspended tenant) with a JSON reason, and
-every call, refused or not, is one `api.request` or `api.refused` entry of the audit log (docs/api.md).
+the timestamp alone refuses a replay. Every refusal is a 401 (403 for a suspended tenant) with a JSON reason.
+
+Before any of that, a client address over DESKBELL_API_REQUESTS_PER_IP_PER_MINUTE gets a 429 (token buckets in this
+process, web/edge/abuse.py): a flood of bad signatures costs no query and no HMAC. Every served call is one
+`api.request` entry of the audit log; refused calls are `api.refused` entries, at most one per address, tenant and
+reason each DESKBELL_API_REFUSED_AUDIT_SECONDS, counting the ones left out (docs/api.md).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography.fernet import InvalidToken
-from flask import current_app, g, request
+from flask import current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -29,6 +36,7 @@ from desk.db import system_session
 from desk.models import ApiKey, ApiNonce, Tenant
 from desk.settings import Settings
 from web.api import bp, error
+from web.edge import abuse
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,8 @@ _pruned_at = 0.0
 # A key's last_used_at (shown on the admin page) is brought up to date at most this often.
 LAST_USED_EVERY = timedelta(minutes=1)
 _prune_lock = threading.Lock()
+# The refused-call audit forgets its quiet addresses when it remembers more than this many.
+REFUSALS_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,64 @@ def _prune(session: Session) -> None:
     prune_expired(session)
 
 
+class RefusalLog:
+    """Which refused calls get an audit entry: the first of each (address, tenant, reason) in `every` seconds;
+    the others are counted into the next entry. Shared by Flask's threads."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self.lock = threading.Lock()
+        self.seen: dict[tuple[str, uuid.UUID | None, str], tuple[float, int]] = {}
+
+    def entry(self, key: tuple[str, uuid.UUID | None, str]) -> int | None:
+        """None: no entry for this one (it is counted). Else: write one, saying how many were left out before."""
+        now = self.clock()
+        with self.lock:
+            last = self.seen.get(key)
+            if last is not None and now - last[0] < self.every:
+                self.seen[key] = (last[0], last[1] + 1)
+                return None
+            if last is None and len(self.seen) >= REFUSALS_REMEMBERED:
+                self.seen = {k: v for k, v in self.seen.items() if now - v[0] < self.every}
+                if len(self.seen) >= REFUSALS_REMEMBERED:  # a flood from that many addresses: start again
+                    self.seen.clear()
+            self.seen[key] = (now, 0)
+            return last[1] if last is not None else 0
+
+
+def _app_own(name: str, make: Callable[[], Any]) -> Any:
+    """This app's one `make()`, kept in its extensions (the counts are per process, as the app is)."""
+    key = f"deskbell.api.{name}"
+    if key not in current_app.extensions:
+        current_app.extensions.setdefault(key, make())
+    return current_app.extensions[key]
+
+
+def _rate_limited(config: Settings) -> abuse.Limited | None:
+    per_minute = config.api.requests_per_ip_per_minute
+    if per_minute <= 0:
+        return None
+    buckets = _app_own("requests", lambda: abuse.Buckets(per_minute, per_minute / 60))
+    wait = buckets.take(abuse.ip_key(request.remote_addr))
+    if not wait:
+        return None
+    return abuse.Limited(
+        "api_requests_per_ip_per_minute",
+        f"more than {per_minute} API requests a minute from your address; retry later",
+        max(1, math.ceil(wait)),
+    )
+
+
 @bp.before_request
 def _authenticate() -> ResponseReturnValue | None:
     config: Settings = current_app.config["DESKBELL"]
+    limited = _rate_limited(config)
+    if limited is not None:  # before any query or HMAC
+        g.api_refused = Refused(limited.body()["error"], limited.message, status=429)
+        response = jsonify(limited.body())
+        response.status_code = 429
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
     with system_session() as session:
         try:
             key = _check(session, config)
@@ -157,7 +222,8 @@ def _authenticate() -> ResponseReturnValue | None:
 
 @bp.after_request
 def _audit(response: ResponseReturnValue) -> ResponseReturnValue:
-    """One entry per call, in the key's tenant when a key was named (installation-wide otherwise)."""
+    """One entry per served call, and per refused call unless RefusalLog leaves it out; in the key's tenant when a
+    key was named (installation-wide otherwise)."""
     found: Caller | None = g.get("api_caller")
     refused: Refused | None = g.get("api_refused")
     detail = {"source": "api", "method": request.method, "path": request.path, "status": response.status_code}
@@ -166,7 +232,15 @@ def _audit(response: ResponseReturnValue) -> ResponseReturnValue:
         detail.update(key=found.prefix, key_name=found.name)
     else:
         tenant_id, action = (refused.tenant_id if refused else None), "api.refused"
-        detail.update(reason=refused.code if refused else "error", key=request.headers.get(signing.KEY_HEADER, "")[:16])
+        reason = refused.code if refused else "error"
+        config: Settings = current_app.config["DESKBELL"]
+        refusals: RefusalLog = _app_own("refusals", lambda: RefusalLog(config.api.refused_audit_seconds))
+        left_out = refusals.entry((abuse.ip_key(request.remote_addr), tenant_id, reason))
+        if left_out is None:
+            return response
+        detail.update(reason=reason, key=request.headers.get(signing.KEY_HEADER, "")[:16])
+        if left_out:
+            detail["left_out"] = left_out  # refused like this one since the entry before, without entries
     client = audit.Client(request.remote_addr, request.user_agent.string or None)
     try:
         with system_session() as session:
