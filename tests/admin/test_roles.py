@@ -100,6 +100,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         {"name": "Renamed", "allowed_origins": "", "color": "#112233", "position": "left"},
     ),
     ("admin.rotate_secret", "POST"): lambda w: (f"/admin/sites/{w.site_id}/rotate", {}),
+    ("admin.site_prechat", "POST"): lambda w: (
+        f"/admin/sites/{w.site_id}/prechat",
+        {"prechat_enabled": "on", "prechat_email": "required", "prechat_options": "Sales\nSupport"},
+    ),
     ("admin.agents", "GET"): lambda w: ("/admin/agents", {}),
     ("admin.invite", "POST"): lambda w: (
         "/admin/agents/invite",
