@@ -172,8 +172,11 @@ def do_apply_rules(session: Session, conversation_id: uuid.UUID) -> TeamRouted |
     (a repeated job changes nothing)."""
     tenant_settings = session.scalar(select(Tenant.settings))
     current = stored_rules(tenant_settings)
+    if not current:  # the common case: one read of the tenant's row
+        session.rollback()
+        return None
     conversation = session.scalar(select(Conversation).where(Conversation.id == conversation_id))
-    if not current or conversation is None or conversation.team_id is not None or conversation.status != "open":
+    if conversation is None or conversation.team_id is not None or conversation.status != "open":
         session.rollback()
         return None
     visitor = session.get(Visitor, conversation.visitor_id)
