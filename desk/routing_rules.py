@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from desk.visitor_context import ATTRIBUTE_KEY_CHARS
+from desk.widget_settings import PRECHAT_ATTRIBUTE
+
 RULES_MAX = 50
 VALUE_CHARS = 500
-KEY_CHARS = 64  # a custom attribute's name (desk/visitor_context.py, ATTRIBUTE_KEY_CHARS)
+KEY_CHARS = ATTRIBUTE_KEY_CHARS  # a custom attribute's name
 # The pre-chat form's answer is stored as this custom attribute (the option's label).
-PRE_CHAT_KEY = "pre_chat_choice"
+PRE_CHAT_KEY = PRECHAT_ATTRIBUTE
 _LANGUAGE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,4}")
 
 # Condition → what the admin page calls it. Page conditions compare the URL case-insensitively.
