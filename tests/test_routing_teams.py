@@ -136,7 +136,8 @@ def test_a_rule_sends_a_chat_from_pricing_to_a_sales_agent_and_never_to_support(
     people = ids_by_email(tid)
     sue, sam = (people[login["email"]] for login in tenant["agents"])
     set_capacity(tid, sam, 1)  # (the agents page's form: its teams too, so before the teams)
-    support, sales = new_team(tid, "Support", sue), new_team(tid, "Sales", sam)
+    new_team(tid, "Support", sue)
+    sales = new_team(tid, "Sales", sam)
     rule = {"when": "page_contains", "value": "/pricing", "team_id": str(sales)}
     as_owner(tid, lambda s, o: rules.do_add_rule(s, o, ADMIN, rule))
     for login in tenant["agents"]:
@@ -160,7 +161,6 @@ def test_a_rule_sends_a_chat_from_pricing_to_a_sales_agent_and_never_to_support(
             select(ConversationEvent).where(ConversationEvent.conversation_id == first).order_by(ConversationEvent.id)
         ).first()
     assert event is not None and (event.detail["team_name"], event.detail["by"]) == ("Sales", "routing")
-    del support
 
 
 def test_a_chat_transferred_to_a_team_waits_in_its_line_for_a_member_with_room(
