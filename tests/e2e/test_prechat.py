@@ -16,6 +16,7 @@ from desk.models import Site
 from tests.clients import log_in_page, open_console
 from tests.conftest import Stack
 from tests.e2e.test_widget import host_page, new_context, serve, shop_url
+from tests.test_widget_hours import tenant_whose_support_team_is_closed
 
 pytestmark = pytest.mark.browser
 
@@ -126,4 +127,22 @@ def test_the_form_speaks_chinese_and_shows_the_sites_question_as_text(stack: Sta
     question.get_by_role("radio", name="销售").check()
     visitor.get_by_role("button", name="开始聊天").click()
     expect(visitor.get_by_role("textbox", name="消息")).to_be_visible()
+    shop.close()
+
+
+def test_a_choice_that_leads_to_a_closed_team_offers_the_message_form(stack: Stack, browser: Browser) -> None:
+    site_key = tenant_whose_support_team_is_closed(stack)
+    shop = new_context(browser, locale="en-GB")
+    visitor = shop.new_page()
+    serve(shop, shop_url(stack), host_page(stack, site_key))
+    visitor.goto(shop_url(stack))
+    visitor.get_by_role("button", name="Open chat").click()
+
+    visitor.get_by_role("radio", name="Support").check()
+    visitor.get_by_role("button", name="Start chat").click()
+
+    leave = visitor.get_by_role("form", name="Leave us a message and we'll reply by email.")
+    expect(leave).to_be_visible()
+    expect(leave.get_by_role("textbox", name="Your email")).to_be_focused()
+    expect(visitor.get_by_role("textbox", name="Message", exact=True)).to_be_hidden()
     shop.close()

@@ -880,7 +880,8 @@
           preSpec = null;
           prechatForm.hidden = true; form.hidden = false; showError(preError, null, "");
           emailBox.hidden = !preAway || !!data.email;
-          box.focus();
+          if (data.hours) applyHours(data.hours);  // the chosen team may be out: then the message form
+          (offlineForm.hidden ? box : offEmail).focus();
           emit("prechat", { name: data.name, email: data.email, choice: data.choice });
         } else if (data.status_code === 400) {
           var text = { missing_name: TP.needName, missing_email: TP.needEmail, invalid_email: TM.badEmail,

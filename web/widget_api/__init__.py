@@ -113,7 +113,7 @@ def create_session() -> ResponseReturnValue:
             _offline.follow_when_away(session, visitor, email)
         session.commit()
         agents_online = session.scalar(online_agent()) is not None
-        hours = _offline.hours_of(session)  # outside business hours the widget offers a message form
+        hours = _offline.hours_of(session, visitor)  # outside business hours the widget offers a message form
         prechat = _prechat.form_for(session, site, visitor)  # what to ask before the chat, or None
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
     identification: dict[str, Any] = {"identified": proved is not None}

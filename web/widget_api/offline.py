@@ -6,7 +6,8 @@
 An offline message is the visitor's message like any other (JetStream, then the store worker: it opens a
 conversation in the inbox), and from then on agents' replies to the visitor are also emailed to them
 (desk/mail_outbox.py). A transcript request queues the visitor's latest conversation for the mailer.
-`hours_of` is what the session response says about business hours (desk/mail_hours.py).
+`hours_of` is what the session response says about business hours: those of the team routing would pick
+(desk/actions/rules.py), in desk/mail_hours.py's shape.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from flask import current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from desk import mail_hours, mail_outbox, subjects, tokens, visitor_context
+from desk import mail_outbox, subjects, tokens, visitor_context
 from desk.actions.admin import NotFound
-from desk.actions.hours import schedule_of
 from desk.actions.messages import Inbound
+from desk.actions.rules import hours_for_visitor
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
 from desk.models import Visitor
@@ -33,9 +34,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OFFLINE_PREFIX = "offline:"
 
 
-def hours_of(session: Session) -> dict[str, Any]:
-    """The tenant's business hours as the session response carries them: open, or when they are back."""
-    return mail_hours.status(schedule_of(session, None)).as_json()
+def hours_of(session: Session, visitor: Visitor) -> dict[str, Any]:
+    """The business hours as the session response carries them, open or when they are back: those of the team the
+    routing rules would give this visitor's next conversation (its page, language, attributes such as the pre-chat
+    choice), else the tenant's (desk/actions/rules.py, `hours_for_visitor`)."""
+    return hours_for_visitor(session, visitor).as_json()
 
 
 def follow_when_away(session: Session, visitor: Visitor, email: str) -> None:

@@ -5,7 +5,8 @@
 The session response carries `prechat` (what to ask) while a new visitor of a site with the form on has not
 answered it; the answers are checked against the site's settings (desk/widget_settings.py) and kept on the visitor:
 the name and email as the visitor's own, the choice as the custom attribute `pre_chat_choice` (which routing rules
-match). A refused answer changes nothing.
+match). A refused answer changes nothing. The answer carries the business hours again, as the session's `hours`:
+the team the choice leads to may be closed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from desk.db import tenant_session
 from desk.models import Conversation, Site, Visitor
 from desk.protocol import storable
 from web.widget_api import _error, bp
-from web.widget_api.offline import _visitor, follow_when_away
+from web.widget_api.offline import _visitor, follow_when_away, hours_of
 
 NAME_CHARS = visitor_context.IDENTITY_FIELDS["name"]
 ANSWERED = "prechat_at"  # in visitor.context: when the visitor answered the form
@@ -117,5 +118,6 @@ def prechat() -> ResponseReturnValue:
             context["attributes"] = visitor_context.merge_attributes(context.get("attributes") or {}, given)
         context[ANSWERED] = datetime.now(UTC).isoformat()
         visitor.context = context
+        hours = hours_of(session, visitor)  # the choice may pick a team whose hours differ (routing rules)
         session.commit()
-    return jsonify(status="saved", name=name, email=email, choice=choice)
+    return jsonify(status="saved", name=name, email=email, choice=choice, hours=hours)
