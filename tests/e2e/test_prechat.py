@@ -69,6 +69,7 @@ def test_a_visitor_answers_the_pre_chat_form_and_the_agent_sees_the_answers(
     visitor.keyboard.press("Enter")  # Start chat
     expect(form.get_by_role("alert")).to_have_text("Enter your email address.")
     expect(email).to_have_attribute("aria-invalid", "true")
+    expect(email).to_have_accessible_description("Enter your email address.")
     expect(email).to_be_focused()
 
     visitor.keyboard.type("ada@example.com")

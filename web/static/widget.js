@@ -803,11 +803,11 @@
     ".prechat fieldset[aria-invalid=true]{outline:1px solid #b42318;outline-offset:2px}" +
     ".prechat label.opt{flex-direction:row;align-items:center;gap:6px}.prechat input[type=radio]{padding:0;margin:0}";
   setColor(COLOR);
-  var preName = h("input", "", { type: "text", autocomplete: "name", maxlength: "200" });
-  var preEmail = h("input", "", { type: "email", autocomplete: "email", maxlength: "320" });
+  var preName = h("input", "", { type: "text", autocomplete: "name", maxlength: "200", "aria-describedby": "deskbell-prechat-error" });
+  var preEmail = h("input", "", { type: "email", autocomplete: "email", maxlength: "320", "aria-describedby": "deskbell-prechat-error" });
   var preNameLabel = h("label"), preEmailLabel = h("label");
-  var preLegend = h("legend"), preChoices = h("fieldset", "", { role: "radiogroup" }, [preLegend]);
-  var preError = h("div", "err", { role: "alert", hidden: "" });
+  var preLegend = h("legend"), preChoices = h("fieldset", "", { role: "radiogroup", "aria-describedby": "deskbell-prechat-error" }, [preLegend]);
+  var preError = h("div", "err", { id: "deskbell-prechat-error", role: "alert", hidden: "" });
   var prechatForm = h("form", "offline prechat", { hidden: "", novalidate: "", "aria-label": TP.intro },
                       [h("div", "", {}, [TP.intro]), preNameLabel, preEmailLabel, preChoices, preError,
                        h("button", "", { type: "submit" }, [TP.start])]);
