@@ -113,6 +113,23 @@ def test_a_visitors_messages_wait_in_jetstream_not_on_the_socket_while_the_worke
     asyncio.run(scenario())
 
 
+def test_the_visitor_socket_refuses_compression_which_would_cost_each_idle_socket_over_100_kib(stack: Stack) -> None:
+    """Browsers (and this client) offer permessage-deflate; the edge agrees to none (web/__main__.py)."""
+    tenant = stack.bootstrap()
+
+    async def scenario() -> None:
+        visitor = Visitor(stack.base_url, tenant["site_key"])
+        await visitor.connect()
+        offered = visitor.ws.request.headers.get("Sec-WebSocket-Extensions", "")
+        assert "permessage-deflate" in offered
+        assert visitor.ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        await visitor.send({"type": "ping"})
+        assert (await visitor.expect("pong"))["type"] == "pong"
+        await visitor.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_same_client_id_twice_gets_the_same_ack_and_one_message(stack: Stack) -> None:
     tenant = stack.bootstrap()
 

@@ -13,8 +13,25 @@ import signal
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
+from wsproto.extensions import Extension
 
 from desk import settings
+
+
+class _NoCompression(Extension):
+    """What Hypercorn offers in place of permessage-deflate, which it would otherwise accept from every browser
+    with no setting to refuse it: a zlib compressor and decompressor per socket hold ~300 KiB (over 100 KiB of it
+    resident once a frame is sent), most of an idle visitor socket's memory, to shrink frames of a few hundred
+    bytes (docs/benchmarks.md, "Idle sockets"). An extension no client asks for, so none is agreed."""
+
+    name = "x-deskbell-uncompressed"
+
+    def offer(self) -> bool:
+        return False
+
+
+ws_stream.PerMessageDeflate = _NoCompression  # type: ignore[misc]
 
 # After the edge has drained: how long Hypercorn waits for requests (long-polls, pages) still running.
 GRACEFUL_SECONDS = 10.0
