@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from desk import widget_settings
 from desk.actions import agents as agent_actions
 from desk.actions import api_keys, labels, teams
 from desk.actions import rules as routing_rules
 from desk.audit import Client
 from desk.db import system_session, tenant_session
-from desk.models import User
+from desk.models import Site, User
 from tests.admin.conftest import Person, app_for_reading, logged_in
 from tests.conftest import Stack
 from tests.factories import new_people, platform_operator
@@ -103,6 +104,22 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("admin.site_prechat", "POST"): lambda w: (
         f"/admin/sites/{w.site_id}/prechat",
         {"prechat_enabled": "on", "prechat_email": "required", "prechat_options": "Sales\nSupport"},
+    ),
+    ("admin.add_invitation", "POST"): lambda w: (
+        f"/admin/sites/{w.site_id}/invitations",
+        {"match": "starts", "path": "/pricing", "seconds": "30", "text_en": "Need help?", "on": "on"},
+    ),
+    ("admin.switch_invitation", "POST"): lambda w: (
+        f"/admin/sites/{w.site_id}/invitations/{first_invitation(w)}/switch",
+        {"on": ""},
+    ),
+    ("admin.invitation_caps", "POST"): lambda w: (
+        f"/admin/sites/{w.site_id}/invitation-caps",
+        {"hours": "12", "per_session": "2"},
+    ),
+    ("admin.delete_invitation", "POST"): lambda w: (
+        f"/admin/sites/{w.site_id}/invitations/{first_invitation(w)}/delete",
+        {},
     ),
     ("admin.agents", "GET"): lambda w: ("/admin/agents", {}),
     ("admin.invite", "POST"): lambda w: (
@@ -194,6 +211,13 @@ def allowed(endpoint: str) -> set[str]:
     if endpoint in OWNER_ONLY:
         return {"owner"}
     return {"admin", "owner"}
+
+
+def first_invitation(world: World) -> str:
+    """The site's first invitation (the add sample made it), or "none" for a role that could not add one."""
+    with tenant_session(world.people["tenant_id"]) as session:
+        rules = widget_settings.invitations_of(session.get(Site, world.site_id).widget)["rules"]
+    return rules[0]["id"] if rules else "none"
 
 
 def sample(world: World, endpoint: str, method: str, rule: str) -> tuple[str, dict[str, Any]]:

@@ -29,7 +29,9 @@ from werkzeug.routing import Rule
 from werkzeug.routing.converters import AnyConverter, IntegerConverter, UUIDConverter
 
 from desk import tokens
+from desk.actions import rules as routing_rules
 from desk.actions.tenants import do_create_user
+from desk.audit import Client
 from desk.db import system_session, tenant_session
 from desk.models import ApiKey, Invite, Label, Message, Schedule, Site, Tenant, User
 from tests.clients import Agent, Visitor, session, start_conversation
@@ -92,6 +94,7 @@ class Theirs:
     key_id: uuid.UUID
     invite_id: uuid.UUID
     schedule_id: uuid.UUID
+    rule_id: str  # a routing rule: a key in tenants.settings, not a row
     agent: Agent  # B's own agent, logged in: what the search finds when it may
 
 
@@ -120,6 +123,7 @@ AIMS: dict[str, Callable[[Theirs], object]] = {
     "key_id": lambda b: b.key_id,
     "invite_id": lambda b: b.invite_id,
     "schedule_id": lambda b: b.schedule_id,
+    "rule_id": lambda b: b.rule_id,
     "tenant_id": lambda b: b.tenant_id,
 }
 
@@ -198,6 +202,12 @@ def make_theirs(stack: Stack) -> Theirs:
         s.add_all([label, invite, key, schedule])
         s.commit()
         message_id = s.scalar(select(Message.id).where(Message.conversation_id == uuid.UUID(conversation_id)))
+        rule = routing_rules.do_add_rule(
+            s,
+            s.get(User, user_id(login["owner_email"])),
+            Client("127.0.0.1", "setup"),
+            {"when": "page_contains", "value": f"/{WORD}", "team_id": str(team_id)},
+        )
     attachment = upload.json()
     return Theirs(
         login=login,
@@ -219,6 +229,7 @@ def make_theirs(stack: Stack) -> Theirs:
         key_id=key.id,
         invite_id=invite.id,
         schedule_id=schedule.id,
+        rule_id=rule["id"],
         agent=bea,
     )
 
