@@ -252,6 +252,14 @@ class Conversation(TenantScoped, Base):
         # The inbox's lists: by status, and by assignee and status, newest activity first.
         Index("ix_conversations_tenant_status_activity", "tenant_id", "status", "last_activity_at"),
         Index("ix_conversations_assignee_status_activity", "assignee_id", "status", "last_activity_at"),
+        # "Unassigned" of a status with few such rows: only those rows, not the status's whole range.
+        Index(
+            "ix_conversations_unassigned_activity",
+            "tenant_id",
+            "status",
+            "last_activity_at",
+            postgresql_where=text("assignee_id IS NULL"),
+        ),
         Index("ix_conversations_labels", "labels", postgresql_using="gin"),
     )
 
@@ -293,6 +301,7 @@ class Message(TenantScoped, Base):
     __table_args__ = (
         UniqueConstraint("visitor_id", "client_id", name="uq_messages_visitor_client"),
         UniqueConstraint("visitor_id", "seq", name="uq_messages_visitor_seq"),
+        Index("ix_messages_conversation_seq", "conversation_id", "seq"),  # a pane's thread, in order
         # Full-text search (desk/queries/search.py). 'simple': no stemming, so it works the same in every language.
         Index("ix_messages_body_fts", text(MESSAGE_SEARCH_DOCUMENT), postgresql_using="gin"),
     )
