@@ -59,10 +59,15 @@ def text(value: str | None, what: str, max_chars: int, required: bool = True) ->
     return cleaned
 
 
+# Keys of a settings section that another page edits (desk/actions/rules.py), kept when the section's form is saved.
+OWN_PAGES = {"routing": ("rules",)}
+
+
 def do_update_settings(
     session: Session, actor: User, client: audit.Client, section: str, form: dict[str, Any]
 ) -> dict[str, Any]:
-    """Replace one section of the tenant's settings with the validated form. Commits; returns the section.
+    """Replace one section of the tenant's settings with the validated form (but for what other pages edit).
+    Commits; returns the section.
 
     The console's address ranges must include the address the admin saves them from: a list that would lock
     them out is refused (they could not come back to fix it).
@@ -83,6 +88,9 @@ def do_update_settings(
     if tenant is None:
         raise NotFound("No such tenant.")
     current = tenant_settings.effective(tenant.settings)[section]
+    # The routing rules have a page of their own: the routing form never carries them.
+    stored = (tenant.settings or {}).get(section, {})
+    values = {**{k: stored[k] for k in OWN_PAGES.get(section, ()) if k in stored}, **values}
     tenant.settings = {**(tenant.settings or {}), section: values}
     record(session, actor, client, f"settings.{section}", before=current, after=values)
     session.commit()

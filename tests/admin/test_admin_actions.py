@@ -20,7 +20,7 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import select, update
 
 from desk import tenant_settings
-from desk.actions import agents, api_keys, hours, labels, teams
+from desk.actions import agents, api_keys, hours, labels, rules, teams
 from desk.actions.admin import Conflict, Forbidden, Invalid, do_update_settings
 from desk.audit import Client
 from desk.db import system_session, tenant_session
@@ -368,6 +368,18 @@ def test_settings_start_from_the_defaults_and_keep_what_was_saved(database_url: 
     [entry] = audit_entries(people["tenant_id"], "settings.routing")
     assert entry.detail["before"] == {"auto_assign": True, "strategy": "round_robin"}
     assert entry.detail["after"] == {"auto_assign": False, "strategy": "least_busy"}
+
+
+def test_saving_the_routing_form_keeps_the_routing_rules_of_their_own_page(database_url: str) -> None:
+    people = new_people()
+    with acting(people["tenant_id"], people["admin"]["id"]) as (session, admin):
+        team = teams.do_create_team(session, admin, HERE, "China")
+        rule = rules.do_add_rule(session, admin, HERE, {"when": "language", "value": "zh", "team_id": str(team.id)})
+    with acting(people["tenant_id"], people["admin"]["id"]) as (session, admin):
+        do_update_settings(session, admin, HERE, "routing", {"strategy": "least_busy"})
+    with tenant_session(people["tenant_id"]) as session:
+        stored = session.get(Tenant, people["tenant_id"]).settings["routing"]
+    assert [r["id"] for r in stored["rules"]] == [rule["id"]]
 
 
 def test_routing_time_limits_are_kept_and_blank_ones_fall_back_to_the_installation(database_url: str) -> None:
