@@ -61,10 +61,18 @@ def visitor_places(session: Session) -> list[Place]:
     return found + [Place(conversation, visitor, 0, None) for conversation, visitor in held]
 
 
-def _route(tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[TeamRouted | None, list[Assigned], list[Place]]:
+def _route(
+    tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
+) -> tuple[list[TeamRouted], list[Assigned], list[Place]]:
+    """Route a tenant's new conversations in turn, then read the places once: a burst of new chats into a long
+    line tells each waiting visitor their place once, not once per new chat."""
+    routed: list[TeamRouted] = []
+    assigned: list[Assigned] = []
     with tenant_session(tenant_id) as session:
-        routed = do_apply_rules(session, conversation_id)  # the team first: the agent is picked from it
-        _, assigned = do_route_conversation(session, conversation_id)
+        for conversation_id in conversation_ids:
+            team = do_apply_rules(session, conversation_id)  # the team first: the agent is picked from it
+            routed += [team] if team else []
+            assigned += do_route_conversation(session, conversation_id)[1]
         return routed, assigned, visitor_places(session)
 
 
@@ -100,11 +108,13 @@ async def publish(
 
 
 async def handle(nc: Client, msgs: list[Msg]) -> None:
+    by_tenant: dict[uuid.UUID, list[uuid.UUID]] = {}
     for msg in msgs:
-        tenant_id = subjects.tenant_of(msg.subject)
         conversation_id = uuid.UUID(json.loads(msg.data)["conversation_id"])
-        routed, assigned, places = await asyncio.to_thread(_route, tenant_id, conversation_id)
-        await publish(nc, tenant_id, assigned, places, [routed] if routed else [])
+        by_tenant.setdefault(subjects.tenant_of(msg.subject), []).append(conversation_id)
+    for tenant_id, conversation_ids in by_tenant.items():
+        routed, assigned, places = await asyncio.to_thread(_route, tenant_id, conversation_ids)
+        await publish(nc, tenant_id, assigned, places, routed)
 
 
 def _wanted(event: dict[str, Any]) -> tuple[bool, uuid.UUID | None]:
