@@ -465,6 +465,12 @@ def console_pages(filled: Filled, seed: int) -> list[tuple[str, Callable[[], str
         ("GET /console/conversations?view=mine", lambda: "/console/conversations?view=mine"),
         ("GET /console/conversations?view=unassigned", lambda: "/console/conversations?view=unassigned"),
         ("GET /console/conversations?view=all", lambda: "/console/conversations?view=all"),
+        # The worst list for an index: Unassigned of a status with no unassigned rows (resolved ones all have had
+        # an agent), an empty page unless an index holds just the unassigned rows.
+        (
+            "GET /console/conversations?view=unassigned&status=resolved",
+            lambda: "/console/conversations?view=unassigned&status=resolved",
+        ),
         ("GET /console/c/<random id>", lambda: f"/console/c/{rng.choice(filled.conversations)}"),
     ]
 
