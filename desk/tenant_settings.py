@@ -93,8 +93,6 @@ def parse_routing(form: dict[str, Any]) -> dict[str, Any]:
             routing[key] = _int(value, f"{name} (seconds)", ROUTING_SECONDS)
     if "open_timeout_seconds" in form:  # the admin's whole form, where an unticked box is a "no"
         routing["reopen_after_idle"] = _checked(form.get("reopen_after_idle"))
-    if isinstance(form.get("rules"), list):  # the stored rules, carried over (their own page edits them)
-        routing["rules"] = form["rules"]
     return routing
 
 

@@ -20,8 +20,10 @@ from workers import store
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[str]:
-    """A nats-server of this test alone: no running worker of the stack takes these messages."""
+def own_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A nats-server of this test alone: no running worker of the stack takes these messages. Its stream
+    sequences start at 1 again, so the handler's memory of what it stored starts empty too."""
+    monkeypatch.setattr(store, "STORED", store._Recent(100_000))
     server = NatsServer(tmp_path / "nats").start()
     yield server.url
     server.stop()

@@ -63,17 +63,24 @@ def visitor_places(session: Session) -> list[Place]:
 
 def _route(
     tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
-) -> tuple[list[TeamRouted], list[Assigned], list[Place]]:
+) -> tuple[list[TeamRouted], list[Assigned], list[Place], Exception | None]:
     """Route a tenant's new conversations in turn, then read the places once: a burst of new chats into a long
-    line tells each waiting visitor their place once, not once per new chat."""
+    line tells each waiting visitor their place once, not once per new chat. A conversation that fails stops the
+    batch: what was committed before it is returned to be announced, with the failure."""
     routed: list[TeamRouted] = []
     assigned: list[Assigned] = []
+    failure: Exception | None = None
     with tenant_session(tenant_id) as session:
         for conversation_id in conversation_ids:
-            team = do_apply_rules(session, conversation_id)  # the team first: the agent is picked from it
-            routed += [team] if team else []
-            assigned += do_route_conversation(session, conversation_id)[1]
-        return routed, assigned, visitor_places(session)
+            try:
+                team = do_apply_rules(session, conversation_id)  # the team first: the agent is picked from it
+                routed += [team] if team else []
+                assigned += do_route_conversation(session, conversation_id)[1]
+            except Exception as exc:
+                session.rollback()
+                failure = exc
+                break
+        return routed, assigned, visitor_places(session), failure
 
 
 def drain(tenant_id: uuid.UUID, absent: uuid.UUID | None = None) -> tuple[list[Requeued], list[Assigned], list[Place]]:
@@ -113,8 +120,10 @@ async def handle(nc: Client, msgs: list[Msg]) -> None:
         conversation_id = uuid.UUID(json.loads(msg.data)["conversation_id"])
         by_tenant.setdefault(subjects.tenant_of(msg.subject), []).append(conversation_id)
     for tenant_id, conversation_ids in by_tenant.items():
-        routed, assigned, places = await asyncio.to_thread(_route, tenant_id, conversation_ids)
+        routed, assigned, places, failure = await asyncio.to_thread(_route, tenant_id, conversation_ids)
         await publish(nc, tenant_id, assigned, places, routed)
+        if failure is not None:
+            raise failure  # workers/base.py retries the batch one message at a time
 
 
 def _wanted(event: dict[str, Any]) -> tuple[bool, uuid.UUID | None]:

@@ -60,8 +60,8 @@ class Assigned:
 
 
 def routing_settings(session: Session) -> dict[str, Any]:
-    """The tenant's routing section, defaults filled in (the session's tenant: its scoping shows no other)."""
-    stored = session.scalar(select(Tenant.settings))
+    """The tenant's routing section, defaults filled in (the session's own tenant)."""
+    stored = session.scalar(select(Tenant.settings).where(Tenant.id == session.info.get("tenant_id")))
     return tenant_settings.effective(stored)["routing"]
 
 

@@ -166,11 +166,16 @@ def facts_of(visitor: Visitor, conversation: Conversation | None = None) -> rule
     )
 
 
+def _settings_of_tenant(session: Session) -> dict[str, Any] | None:
+    """The settings of the session's own tenant (by id: row-level security is the second line, not the only one)."""
+    return session.scalar(select(Tenant.settings).where(Tenant.id == session.info.get("tenant_id")))
+
+
 def do_apply_rules(session: Session, conversation_id: uuid.UUID) -> TeamRouted | None:
     """A new conversation without a team: the first rule that holds gives it its team, recorded as an `assigned`
     event (by routing, naming the rule). Commits. None when it has a team already, is not open, or no rule holds
     (a repeated job changes nothing)."""
-    tenant_settings = session.scalar(select(Tenant.settings))
+    tenant_settings = _settings_of_tenant(session)
     current = stored_rules(tenant_settings)
     if not current:  # the common case: one read of the tenant's row
         session.rollback()
@@ -227,7 +232,7 @@ def visitor_team(session: Session, visitor: Visitor) -> uuid.UUID | None:
     """The team the rules would give a conversation this visitor starts now (on their current page; no labels
     yet), or None: for the widget's session, to show that team's business hours."""
     teams = set(session.scalars(select(Team.id)))
-    live = [r for r in stored_rules(session.scalar(select(Tenant.settings))) if _team_id(r) in teams]
+    live = [r for r in stored_rules(_settings_of_tenant(session)) if _team_id(r) in teams]
     found = rules.first_match(live, facts_of(visitor))
     return _team_id(found[1]) if found else None
 

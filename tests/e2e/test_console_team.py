@@ -36,7 +36,9 @@ def agent_console(browser: Browser, stack: Stack, login: dict[str, str]) -> Page
     """An agent's console on the Unassigned list, away (so routing leaves new chats for the team to take)."""
     page = browser.new_context().new_page()
     log_in_page(page, stack.base_url, login)
-    page.get_by_label("Your status").select_option("away")
+    # Saved before the page is left: a navigation would cancel the request on its way.
+    with page.expect_response(lambda r: r.url.endswith("/console/presence") and r.request.method == "POST"):
+        page.get_by_label("Your status").select_option("away")
     page.goto(f"{stack.base_url}/console?view=unassigned")
     return page
 

@@ -14,7 +14,6 @@ from desk import tenant_settings
 from desk.actions import admin as act
 from desk.actions.admin import ActionError, record
 from desk.actions.platform import do_delete_tenant
-from desk.actions.rules import stored_rules
 from desk.db import system_session
 from desk.models import Tenant, User
 from web.admin import admin_session, bp, done, page
@@ -63,10 +62,7 @@ def save_settings(section: str) -> ResponseReturnValue:
     with admin_session() as (session, actor):
         try:
             form: dict[str, Any] = request.form.to_dict()
-            if section == "routing":  # the rules are edited on their own page: keep them as stored
-                stored = session.get(Tenant, actor.tenant_id)
-                form["rules"] = stored_rules(stored.settings if stored else None)
-            act.do_update_settings(session, actor, client(), section, form)
+            act.do_update_settings(session, actor, client(), section, form)  # keeps the routing rules
         except ActionError as exc:
             session.rollback()
             tenant = session.get(Tenant, actor.tenant_id)

@@ -97,7 +97,8 @@ def _alert(
 def alerts(user: User, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The visitor messages worth a sound and a notification for this agent: the first of a conversation, or
     any in a conversation assigned to them; decided from the facts the store worker put in the event."""
-    found = (_alert(user, e["message"], **e["alert"]) for e in events)
+    facts = ((e["message"], e["alert"]) for e in events)
+    found = (_alert(user, m, a.get("assignee_id"), a.get("name"), bool(a.get("new"))) for m, a in facts)
     return [a for a in found if a is not None]
 
 

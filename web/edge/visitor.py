@@ -60,6 +60,7 @@ class VisitorSocket:
         self.cut = asyncio.Event()  # the tenant was suspended (web/edge/access.py): close now
         # Published messages waiting for their stored event; with the outbox, at most pending_messages.
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.publishing = False
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -120,7 +121,11 @@ class VisitorSocket:
                 # keeps seq order equal to send order.
                 await self.send(protocol.error(blocked["code"], blocked["message"], frame.client_id))
                 continue
-            published = await self.link.publish(frame)
+            self.publishing = True  # neither in the outbox nor in flight: the drain waits for it too
+            try:
+                published = await self.link.publish(frame)
+            finally:
+                self.publishing = False
             if isinstance(published, dict):  # not in the stream: nothing after it may be
                 blocked = published
                 await self.send(published)
@@ -131,8 +136,14 @@ class VisitorSocket:
             task.add_done_callback(self.in_flight.discard)
 
     async def _answer(self, frame: protocol.Send, published: Published) -> None:
+        try:
+            answer = await self.link.stored(frame, published)
+        except Exception:  # PostgreSQL away while checking: the message is in JetStream; the client sends it again
+            log.exception("edge: no ack for visitor %s's message %s", self.link.claims.visitor_id, frame.client_id)
+            metrics.ERRORS.labels("edge", "not_stored_yet").inc()
+            answer = protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
         with contextlib.suppress(*GONE):
-            await self.send(await self.link.stored(frame, published))
+            await self.send(answer)
 
     async def _receive(self) -> None:
         silence = 2 * self.limits.heartbeat_seconds
@@ -174,7 +185,7 @@ class VisitorSocket:
                     continue  # not acked, so the client sends it again after reconnecting
                 if self.delivered is None:
                     await self.send(protocol.error("hello_required", "send hello before messages"))
-                elif self.outbox.qsize() + len(self.in_flight) >= self.limits.pending_messages:
+                elif self.outbox.qsize() + len(self.in_flight) + self.publishing >= self.limits.pending_messages:
                     # Closing (not refusing this one) keeps order: the client re-sends its outbox in order.
                     over = Limited("pending_messages", "too many unacknowledged messages; reconnect", 1)
                     await refuse(self.ws, over, CLOSE_TOO_MANY_PENDING, self.send_lock)
@@ -202,7 +213,7 @@ class VisitorSocket:
         """The edge is restarting: finish the messages already taken (their acks go out), then close so that
         the client reconnects; what it sends meanwhile stays in its outbox and is re-sent there."""
         self.leaving.set()
-        while self.in_flight or not self.outbox.empty():
+        while self.in_flight or self.publishing or not self.outbox.empty():
             await asyncio.sleep(0.02)
         with contextlib.suppress(*GONE):
             await self.ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
