@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.clients import log_in_page
+from tests.clients import open_console
 from tests.conftest import Stack
 from tests.e2e.test_widget import host_page, new_context, serve, shop_url
 
@@ -35,7 +35,7 @@ def visitor_says(browser: Browser, stack: Stack, site_key: str, body: str) -> Pa
 def agent_console(browser: Browser, stack: Stack, login: dict[str, str]) -> Page:
     """An agent's console on the Unassigned list, away (so routing leaves new chats for the team to take)."""
     page = browser.new_context().new_page()
-    log_in_page(page, stack.base_url, login)
+    open_console(page, stack.base_url, login)  # its scripts have run: the status select posts when changed
     # Saved before the page is left: a navigation would cancel the request on its way.
     with page.expect_response(lambda r: r.url.endswith("/console/presence") and r.request.method == "POST"):
         page.get_by_label("Your status").select_option("away")
