@@ -31,6 +31,8 @@ def _error(status: int, code: str, message: str) -> Response:
 
 @bp.errorhandler(HTTPException)
 def _json_error(exc: HTTPException) -> Response:
+    if isinstance(exc.response, Response):  # abort(_error(...)): it says what is wrong already
+        return exc.response
     return _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
 
 

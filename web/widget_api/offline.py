@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import current_app, jsonify, request
+from flask import Response, abort, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,22 @@ def _visitor(data: dict[str, Any]) -> tokens.VisitorClaims | None:
     return tokens.verify(config.secret_key, token, config.limits.visitor_token_days * 86400)
 
 
+def visitor_request() -> tuple[dict[str, Any], tokens.VisitorClaims]:
+    """The request's JSON object and the visitor its `visitor_token` names; else the request ends here with 400
+    or 401 and the reason."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        abort(_error(400, "invalid_json", "body must be a JSON object"))
+    claims = _visitor(data)
+    if claims is None:
+        abort(invalid_token())
+    return data, claims
+
+
+def invalid_token() -> Response:
+    return _error(401, "invalid_token", "a valid visitor token is required")
+
+
 def _email(data: dict[str, Any]) -> str | None:
     try:
         return visitor_context.parse_email(data.get("email"))
@@ -65,12 +81,7 @@ def _email(data: dict[str, Any]) -> str | None:
 def offline_message() -> ResponseReturnValue:
     """Leave a message outside business hours: stored as the visitor's message, answered by email."""
     config: Settings = current_app.config["DESKBELL"]
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return _error(400, "invalid_json", "body must be a JSON object")
-    claims = _visitor(data)
-    if claims is None:
-        return _error(401, "invalid_token", "a valid visitor token is required")
+    data, claims = visitor_request()
     email = _email(data)
     if email is None:
         return _error(400, "invalid_email", "Enter your email address, like name@example.com, so we can reply.")
@@ -86,7 +97,7 @@ def offline_message() -> ResponseReturnValue:
         try:
             mail_outbox.do_follow_by_email(session, claims.visitor_id, email, "offline")
         except NotFound:
-            return _error(401, "invalid_token", "a valid visitor token is required")
+            return invalid_token()
     inbound = Inbound(visitor_id=claims.visitor_id, client_id=OFFLINE_PREFIX + client_id, body=body)
     bus = current_app.extensions.get("deskbell.bus")
     try:
@@ -106,12 +117,7 @@ def offline_message() -> ResponseReturnValue:
 @bp.post("/api/v1/widget/transcript")
 def transcript() -> ResponseReturnValue:
     """Email the visitor their latest conversation ("Email me this conversation" in the widget's menu)."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return _error(400, "invalid_json", "body must be a JSON object")
-    claims = _visitor(data)
-    if claims is None:
-        return _error(401, "invalid_token", "a valid visitor token is required")
+    data, claims = visitor_request()
     email = _email(data)
     if email is None:
         return _error(400, "invalid_email", "Enter your email address, like name@example.com.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import jsonify, request
+from flask import jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ from desk.db import tenant_session
 from desk.models import Conversation, Site, Visitor
 from desk.protocol import storable
 from web.widget_api import _error, bp
-from web.widget_api.offline import _visitor, follow_when_away, hours_of
+from web.widget_api.offline import follow_when_away, hours_of, invalid_token, visitor_request
 
 NAME_CHARS = visitor_context.IDENTITY_FIELDS["name"]
 ANSWERED = "prechat_at"  # in visitor.context: when the visitor answered the form
@@ -86,17 +86,12 @@ def _answer(prechat: dict[str, Any], data: dict[str, Any]) -> tuple[str | None, 
 @bp.post("/api/v1/widget/prechat")
 def prechat() -> ResponseReturnValue:
     """Keep the visitor's answers to the pre-chat form; the widget shows the composer once this says `saved`."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return _error(400, "invalid_json", "body must be a JSON object")
-    claims = _visitor(data)
-    if claims is None:
-        return _error(401, "invalid_token", "a valid visitor token is required")
+    data, claims = visitor_request()
     with tenant_session(claims.tenant_id) as session:
         site = session.get(Site, claims.site_id)
         visitor = session.get(Visitor, claims.visitor_id, with_for_update=True)
         if site is None or visitor is None:
-            return _error(401, "invalid_token", "a valid visitor token is required")
+            return invalid_token()
         prechat = settings_of(site)
         if prechat is None:
             return _error(409, "prechat_off", "this site does not ask anything before the chat")
