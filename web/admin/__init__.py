@@ -18,7 +18,7 @@ the page it came from (with a flash message), or the page with the error and a 4
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
+from desk.actions.admin import ActionError
 from desk.db import tenant_session
 from desk.models import User
 from web.admin import guard, roles
@@ -52,6 +53,23 @@ def done(message: str, endpoint: str, **values: Any) -> ResponseReturnValue:
     """After a change: the page to show next, with what happened as a flash message."""
     flash(message)
     return redirect(url_for(endpoint, **values), 303)
+
+
+def change(
+    do: Callable[[Session, User], object],
+    message: str,
+    endpoint: str,
+    refused: Callable[[Session, User, ActionError], ResponseReturnValue],
+) -> ResponseReturnValue:
+    """Run an action as the logged-in admin: then `endpoint` with `message`, or, when the action refuses, what
+    `refused` shows (the page again with the reason)."""
+    with admin_session() as (session, actor):
+        try:
+            do(session, actor)
+        except ActionError as exc:
+            session.rollback()
+            return refused(session, actor, exc)
+    return done(message, endpoint)
 
 
 def parse_id(value: str) -> uuid.UUID:

@@ -18,7 +18,7 @@ from desk.actions import agents as act
 from desk.actions.admin import ROLE_NAMES, ActionError, Forbidden, NotFound, record
 from desk.models import Invite, Team, TeamMember, Tenant, User
 from desk.settings import Settings
-from web.admin import admin_session, bp, done, page, parse_id
+from web.admin import admin_session, bp, change, page, parse_id
 from web.admin.roles import client, requires, saas
 
 
@@ -99,13 +99,7 @@ def revoke_invite(invite_id: str) -> ResponseReturnValue:
 
 
 def _change(do: Any, message: str) -> ResponseReturnValue:
-    with admin_session() as (session, actor):
-        try:
-            do(session, actor)
-        except ActionError as exc:
-            session.rollback()
-            return _page(session, actor, exc.status, error=exc.message)
-    return done(message, "admin.agents")
+    return change(do, message, "admin.agents", lambda s, actor, exc: _page(s, actor, exc.status, error=exc.message))
 
 
 @bp.post("/agents/<user_id>")

@@ -10,9 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from desk.actions import labels as act
-from desk.actions.admin import ActionError
 from desk.models import Label
-from web.admin import admin_session, bp, done, page, parse_id
+from web.admin import admin_session, bp, change, page, parse_id
 from web.admin.roles import client, requires
 
 
@@ -22,13 +21,7 @@ def _page(session: Session, status: int = 200, error: str | None = None) -> Resp
 
 
 def _change(do: Any, message: str) -> ResponseReturnValue:
-    with admin_session() as (session, actor):
-        try:
-            do(session, actor)
-        except ActionError as exc:
-            session.rollback()
-            return _page(session, exc.status, exc.message)
-    return done(message, "admin.labels")
+    return change(do, message, "admin.labels", lambda session, _, exc: _page(session, exc.status, exc.message))
 
 
 @bp.route("/labels", methods=["GET", "POST"])

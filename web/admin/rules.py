@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session
 
 from desk import routing_rules
 from desk.actions import rules as act
-from desk.actions.admin import ActionError
 from desk.models import Site, Team, Tenant, User
-from web.admin import admin_session, bp, done, page
+from web.admin import admin_session, bp, change, page
 from web.admin.roles import client, requires
 
 
@@ -45,13 +44,9 @@ def _page(session: Session, actor: User, status: int = 200, error: str | None = 
 
 
 def _change(do: Any, message: str) -> ResponseReturnValue:
-    with admin_session() as (session, actor):
-        try:
-            do(session, actor)
-        except ActionError as exc:
-            session.rollback()
-            return _page(session, actor, exc.status, exc.message, request.form)
-    return done(message, "admin.routing_rules")
+    return change(
+        do, message, "admin.routing_rules", lambda s, actor, exc: _page(s, actor, exc.status, exc.message, request.form)
+    )
 
 
 @bp.route("/routing-rules", methods=["GET", "POST"], endpoint="routing_rules")

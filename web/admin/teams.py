@@ -15,7 +15,7 @@ from desk.actions import hours
 from desk.actions import teams as act
 from desk.actions.admin import ActionError
 from desk.models import Team, TeamMember, User
-from web.admin import admin_session, bp, done, page, parse_id
+from web.admin import admin_session, bp, change, done, page, parse_id
 from web.admin.roles import client, requires
 
 
@@ -29,13 +29,7 @@ def _teams_page(session: Session, status: int = 200, error: str | None = None) -
 
 
 def _change(do: Any, message: str) -> ResponseReturnValue:
-    with admin_session() as (session, actor):
-        try:
-            do(session, actor)
-        except ActionError as exc:
-            session.rollback()
-            return _teams_page(session, exc.status, exc.message)
-    return done(message, "admin.teams")
+    return change(do, message, "admin.teams", lambda session, _, exc: _teams_page(session, exc.status, exc.message))
 
 
 @bp.route("/teams", methods=["GET", "POST"])
