@@ -13,21 +13,27 @@ transaction, and the engine's connections run as the role `deskbell_app`, which 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import psycopg
+import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, sessionmaker, with_loader_criteria
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from desk import settings
 from desk.models import TenantScoped
 
 log = logging.getLogger(__name__)
+
+# A pooled connection idle longer than this is pinged before use (see _ping_if_idle).
+PING_IDLE_SECONDS = 1.0
 
 # The role the policies of migration 0008 bind; a superuser or BYPASSRLS login would ignore them.
 APP_ROLE = "deskbell_app"
@@ -53,9 +59,31 @@ def engine(url: str | None = None) -> Engine:
     url = url or settings.load().database_url
     if not url:
         raise RuntimeError("DATABASE_URL is not set (the dev runner sets it for the embedded PostgreSQL).")
-    created = create_engine(settings.sqlalchemy_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
+    created = create_engine(settings.sqlalchemy_url(url), pool_size=10, max_overflow=10)
     event.listen(created, "connect", _become_app_role)
+    event.listen(created, "checkin", _note_checkin)
+    event.listen(created, "checkout", partial(_ping_if_idle, created.dialect))
     return created
+
+
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: object) -> None:
+    """`pool_pre_ping`, only for a connection that sat in the pool over PING_IDLE_SECONDS: a connection taken
+    back within a second (every one under load) was working a moment ago, and the ping is a round trip on each
+    transaction. A dead connection is replaced (the pool retries checkout on DisconnectionError); one that dies
+    between two busy uses fails its statement, which invalidates the pool as any lost connection does."""
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+        return
+    try:
+        alive = dialect.do_ping(dbapi_connection)
+    except Exception as exc:
+        raise sqlalchemy.exc.DisconnectionError(str(exc)) from exc
+    if not alive:
+        raise sqlalchemy.exc.DisconnectionError("the connection did not answer a ping")
 
 
 def _become_app_role(dbapi_connection: Any, _record: object) -> None:

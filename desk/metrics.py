@@ -66,6 +66,11 @@ OUTBOUND_CALLS = Counter(
     ["target", "outcome"],
 )
 MAIL_SENT = Counter("deskbell_mail_sent_total", "Emails sent, by kind (reply, transcript, missed)", ["kind"])
+ORDER_CHECKS = Counter(
+    "deskbell_store_order_checks_total",
+    "How a store worker found a batch in turn: by one look at its consumer, or a stream lookup per message",
+    ["by"],
+)
 ORDER_HELD = Counter(
     "deskbell_store_held_for_order_total",
     "Messages a store worker held, or handed back, because an earlier one of their thread was not stored yet",

@@ -118,6 +118,8 @@ def test_a_threads_next_message_is_not_held_behind_one_this_worker_just_stored(
     does not wait for that before storing the next message of the thread, in its next batch."""
     visitors = [new_visitor(tenant) for _ in range(5)]
     held_before = store.metrics.ORDER_HELD.labels("held")._value.get()
+    checks = store.metrics.ORDER_CHECKS
+    by_consumer, by_stream = checks.labels("consumer")._value.get(), checks.labels("stream")._value.get()
 
     async def scenario() -> None:
         nc = await bus.connect(own_nats, "test")
@@ -139,3 +141,6 @@ def test_a_threads_next_message_is_not_held_behind_one_this_worker_just_stored(
     for visitor in visitors:
         assert thread(tenant, visitor) == [(i, f"message {i}") for i in range(1, 41)]
     assert store.metrics.ORDER_HELD.labels("held")._value.get() == held_before, "no message was held"
+    # One worker: every batch was found in turn by one look at the consumer, not a stream lookup per message.
+    assert checks.labels("consumer")._value.get() - by_consumer == 20
+    assert checks.labels("stream")._value.get() == by_stream

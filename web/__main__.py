@@ -16,7 +16,7 @@ from hypercorn.config import Config
 from hypercorn.protocol import ws_stream
 from wsproto.extensions import Extension
 
-from desk import settings
+from desk import aio, settings
 
 
 class _NoCompression(Extension):
@@ -60,4 +60,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    aio.run(main())

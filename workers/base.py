@@ -26,7 +26,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 
-from desk import bus, logs, metrics, settings, subjects
+from desk import aio, bus, logs, metrics, settings, subjects
 from desk.db import engine
 
 log = logging.getLogger(__name__)
@@ -267,4 +267,4 @@ def run(consumers: list[Consumer], name: str, beside: Sequence[Beside] = ()) -> 
         await nc.flush()
         await nc.close()
 
-    asyncio.run(main())
+    aio.run(main())

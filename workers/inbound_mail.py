@@ -26,7 +26,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from nats.aio.client import Client
 
-from desk import bus, logs, mail, mail_outbox, settings, subjects
+from desk import aio, bus, logs, mail, mail_outbox, settings, subjects
 from desk.actions.messages import Inbound
 from desk.db import system_session, tenant_session
 from desk.models import Visitor
@@ -176,7 +176,7 @@ def main() -> None:
         await serve(settings.load(), stop)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        aio.run(run())
 
 
 if __name__ == "__main__":
