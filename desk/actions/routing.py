@@ -355,18 +355,20 @@ def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.U
     """
     if not visitor_ids or not routing_settings(session).get("reopen_after_idle", True):
         return []
-    # Each visitor's newest conversation: the last of theirs in creation order.
-    latest = {
-        c.visitor_id: c
-        for c in session.scalars(
-            select(Conversation).where(Conversation.visitor_id.in_(visitor_ids)).order_by(Conversation.created_at)
-        )
-    }
+    # Each visitor's newest conversation, as plain rows: this runs for every batch the store worker takes, and
+    # only the few that the sweeper resolved are loaded as objects to change.
+    rows = session.execute(
+        select(Conversation.visitor_id, Conversation.id, Conversation.status, Conversation.auto_resolved_at)
+        .where(Conversation.visitor_id.in_(visitor_ids))
+        .order_by(Conversation.created_at)
+    )
+    newest = {row.visitor_id: row for row in rows}
+    idle = [row.id for row in newest.values() if row.status == "resolved" and row.auto_resolved_at]
+    if not idle:
+        return []
     reopened = []
     now = datetime.now(UTC)
-    for conversation in latest.values():
-        if conversation.status != "resolved" or conversation.auto_resolved_at is None:
-            continue
+    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(idle))):
         conversation.status = "open"
         conversation.resolved_at = None
         conversation.auto_resolved_at = None
