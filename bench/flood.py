@@ -7,8 +7,9 @@ else an embedded one) and its own nats-server, with the documented default limit
 address sends `--messages` messages one at a time, each waited for until acked: first with nothing else going on,
 then while attackers from other addresses open 1,000 sockets at a time and send pings as fast as their sockets
 take them, each attacker moving to a fresh address whenever the edge stops letting its address in (the worst case
-for limits kept per address). Prints both latencies and their ratio (the target is at most 2x); docs/benchmarks.md
-records them. A benchmark, not a test: nothing here asserts a time.
+for limits kept per address), all with one visitor's token (which the per-visitor limits stop whatever the
+address). Prints both latencies and their ratio (the target is at most 2x), and how many sockets each limit turned
+away, per address or per visitor; docs/benchmarks.md records them. A benchmark, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from desk.settings import ROOT
 from tests.conftest import Stack, wait_ready
 from tests.security.test_flood import (
     DEFAULT_SETTINGS,
+    DOOR_LIMITS,
     ChattingVisitor,
+    Outcome,
     address,
     flood_frames,
     new_session,
@@ -57,23 +60,38 @@ async def timed(visitor: ChattingVisitor, label: str, count: int) -> list[float]
     return latencies
 
 
+def stopped_by(limit: str) -> str:
+    """A counter's name for what a limit turned away: per address or per visitor."""
+    return f"per {'visitor' if 'visitor' in limit else 'address'} ({limit})"
+
+
 async def attack(base_url: str, site_key: str, stop: asyncio.Event) -> dict[str, int]:
     """The two attackers, until `stop`: one opens 1,000 sockets at a time, one floods pings; each takes a fresh
-    address whenever its own is no longer let in."""
+    address whenever its own is no longer let in. Both use one visitor's token (one session), as a script would;
+    the counts say which limit turned their sockets away, per address or per visitor."""
     token = (await asyncio.to_thread(new_session, base_url, site_key, address())).json()["visitor_token"]
-    counts = {"sockets tried": 0, "sockets let in": 0, "sockets turned away": 0, "frame floods cut (1008)": 0}
+    counts = {"sockets tried": 0, "sockets let in": 0}
+    counts |= {f"sockets turned away {stopped_by(limit)}": 0 for limit in DOOR_LIMITS}
+    counts |= {"frame floods cut (1008)": 0}
+    counts |= {f"frame floods' reconnects turned away {stopped_by(limit)}": 0 for limit in DOOR_LIMITS}
+
+    def turned_away(outcomes: list[Outcome], what: str) -> None:
+        for outcome in outcomes:
+            if outcome.code == 1013 and outcome.limit in DOOR_LIMITS:
+                counts[f"{what} turned away {stopped_by(outcome.limit)}"] += 1
 
     async def socket_attacker() -> None:
         while not stop.is_set():
             outcomes = await open_sockets(base_url, token, address(), 1000)
             counts["sockets tried"] += len(outcomes)
             counts["sockets let in"] += sum(o.frames == [{"type": "open"}] for o in outcomes)
-            counts["sockets turned away"] += sum(o.code == 1013 for o in outcomes)
+            turned_away(outcomes, "sockets")
 
     async def frame_attacker() -> None:
         while not stop.is_set():
             outcomes = await flood_frames(base_url, token, address(), stop)
             counts["frame floods cut (1008)"] += sum(o.code == 1008 for o in outcomes)
+            turned_away(outcomes, "frame floods' reconnects")
 
     await asyncio.gather(socket_attacker(), frame_attacker())
     return counts

@@ -60,6 +60,11 @@ class Limits:
     connections_per_ip_per_minute: int = 120
     sockets_per_ip: int = 100
     sessions_per_ip_per_hour: int = 100
+    # Per visitor (the token's visitor, whatever the address): new connections (sockets and long-polls) per minute
+    # and sockets open at once. A flood from many addresses with one visitor's token is stopped by these, checked
+    # before any query.
+    connections_per_visitor_per_minute: int = 60
+    sockets_per_visitor: int = 20
     # Per socket: frames a second, with a small burst (message frames are bounded by pending_messages instead).
     frames_per_second: int = 10
     frame_burst: int = 30
@@ -318,6 +323,10 @@ def load() -> Settings:
         ),
         sockets_per_ip=_int("DESKBELL_SOCKETS_PER_IP", Limits.sockets_per_ip),
         sessions_per_ip_per_hour=_int("DESKBELL_SESSIONS_PER_IP_PER_HOUR", Limits.sessions_per_ip_per_hour),
+        connections_per_visitor_per_minute=_int(
+            "DESKBELL_CONNECTIONS_PER_VISITOR_PER_MINUTE", Limits.connections_per_visitor_per_minute
+        ),
+        sockets_per_visitor=_int("DESKBELL_SOCKETS_PER_VISITOR", Limits.sockets_per_visitor),
         frames_per_second=_int("DESKBELL_FRAMES_PER_SECOND", Limits.frames_per_second),
         frame_burst=_int("DESKBELL_FRAME_BURST", Limits.frame_burst),
     )

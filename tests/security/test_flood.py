@@ -4,7 +4,8 @@ every handshake (docs/operations.md, "Abuse limits").
 
 Everything runs on the Procfile's processes. Clients come from different loopback addresses (127.0.0.x), which
 the server sees as different client addresses, so each test's "attacker" and "visitor" are told apart as they
-would be on the internet. The ack latency under the flood is measured by bench/flood.py, not asserted here.
+would be on the internet. The ack latency under the flood is measured by bench/flood.py, not asserted here. The
+per-visitor limits (one token from many addresses) are tests/security/test_visitor_limits.py's.
 """
 
 from __future__ import annotations
@@ -168,12 +169,22 @@ async def flood_frames(base_url: str, token: str, source: str, stop: asyncio.Eve
     return outcomes
 
 
+# The limits that turn a socket away at the door (1013), per address and per visitor.
+DOOR_LIMITS = (
+    "connections_per_ip_per_minute",
+    "sockets_per_ip",
+    "connections_per_visitor_per_minute",
+    "sockets_per_visitor",
+)
+
 # The documented defaults, set here so that the test stack's own settings (which may relax them for the rest of
 # the suite, all of whose clients share 127.0.0.1) do not change what this proves.
 DEFAULT_SETTINGS = {
     "DESKBELL_CONNECTIONS_PER_IP_PER_MINUTE": str(DEFAULTS.connections_per_ip_per_minute),
     "DESKBELL_SOCKETS_PER_IP": str(DEFAULTS.sockets_per_ip),
     "DESKBELL_SESSIONS_PER_IP_PER_HOUR": str(DEFAULTS.sessions_per_ip_per_hour),
+    "DESKBELL_CONNECTIONS_PER_VISITOR_PER_MINUTE": str(DEFAULTS.connections_per_visitor_per_minute),
+    "DESKBELL_SOCKETS_PER_VISITOR": str(DEFAULTS.sockets_per_visitor),
     "DESKBELL_FRAMES_PER_SECOND": str(DEFAULTS.frames_per_second),
     "DESKBELL_FRAME_BURST": str(DEFAULTS.frame_burst),
 }
@@ -219,8 +230,8 @@ def test_a_socket_flood_and_a_frame_flood_are_throttled_while_a_visitor_keeps_ch
     socket_outcomes, frame_outcomes, visitor = asyncio.run(scenario())
 
     let_in = [o for o in socket_outcomes if o.frames == [{"type": "open"}]]
-    turned_away = [o for o in socket_outcomes if o.limit in ("connections_per_ip_per_minute", "sockets_per_ip")]
-    assert len(let_in) <= DEFAULTS.sockets_per_ip
+    turned_away = [o for o in socket_outcomes if o.limit in DOOR_LIMITS]
+    assert len(let_in) <= DEFAULTS.sockets_per_visitor, "the opener's sockets are all one visitor's"
     assert len(let_in) + len(turned_away) == 1000, [o for o in socket_outcomes if o not in let_in + turned_away][:3]
     assert {o.code for o in turned_away} == {1013}, "try again later"
     assert all(o.frames[0]["retry_after"] >= 1 for o in turned_away)
@@ -229,7 +240,7 @@ def test_a_socket_flood_and_a_frame_flood_are_throttled_while_a_visitor_keeps_ch
     assert frame_outcomes[0].code == 1008, "policy violation"
     # Cut long before its 10,000 pings were answered (how many exactly depends on how fast the server read them).
     assert len([f for f in frame_outcomes[0].frames if f["type"] == "pong"]) < 1000
-    assert frame_outcomes[-1].limit in ("frames_per_second", "connections_per_ip_per_minute")
+    assert frame_outcomes[-1].limit in ("frames_per_second", *DOOR_LIMITS)
 
     assert len(visitor.acks) == 30, "every message of the normal visitor is acked"
     conversation_id = next(iter(visitor.acks.values()))["conversation_id"]

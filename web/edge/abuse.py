@@ -2,7 +2,9 @@
 
 Per client address (as web/security.py resolved it behind trusted proxies; an IPv6 address by its /64, as for
 logins): new connections per minute (sockets and long-polls), sockets open at once, and new visitor sessions per
-hour (web/widget_api). Per socket: frames per second with a small burst. A limit set to 0 is off.
+hour (web/widget_api). Per visitor (the one a validly signed token names, whatever the address): new connections per
+minute and sockets open at once, so that one visitor's token used from many addresses is stopped before it costs a
+query. Per socket: frames per second with a small burst. A limit set to 0 is off.
 
 The counts live in memory, so each `web` process keeps its own: behind a load balancer with N of them an address
 may get up to N times each limit. That is the price of a check that costs no round trip on every frame.
@@ -14,11 +16,12 @@ import ipaddress
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from desk import metrics, protocol
+from desk import metrics, protocol, tokens
 from desk.settings import Limits
 
 # A table of buckets prunes its full (forgotten) buckets when it grows past this many keys, at most once a second.
@@ -132,14 +135,50 @@ def session_refusal(buckets: Buckets | None, address: str | None) -> Limited | N
     )
 
 
+def _per_minute(per_minute: int, clock: Callable[[], float]) -> Buckets | None:
+    """A bucket of `per_minute` at once, refilled over the minute; None when the limit is off."""
+    return Buckets(per_minute, per_minute / 60, clock) if per_minute > 0 else None
+
+
+class OpenCounts:
+    """How many sockets each key (an address, a visitor) has open; one event loop's, so no lock."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: dict[str, int] = {}
+
+    def add(self, key: str) -> bool:
+        """Count one more open socket of `key`, or False (nothing counted) when it already has `cap`."""
+        if self.cap > 0 and self.open.get(key, 0) >= self.cap:
+            return False
+        self.open[key] = self.open.get(key, 0) + 1
+        return True
+
+    def remove(self, key: str) -> None:
+        left = self.open.get(key, 0) - 1
+        if left > 0:
+            self.open[key] = left
+        else:
+            self.open.pop(key, None)
+
+
+def signed_visitor(secret_key: str, token: str, limits: Limits) -> uuid.UUID | None:
+    """The visitor a token names when its signature holds and it has not expired: CPU only, no query, so the
+    per-visitor limits are checked before `authorize` (web/edge/thread.py) reads the visitor and its site."""
+    claims = tokens.verify(secret_key, token, limits.visitor_token_days * 86400)
+    return claims.visitor_id if claims is not None else None
+
+
 class EdgeLimits:
-    """The edge's per-address limits, shared by every visitor connection of this process (one event loop)."""
+    """The edge's per-address and per-visitor limits, shared by every visitor connection of this process (one
+    event loop)."""
 
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
-        per_minute = limits.connections_per_ip_per_minute
-        self.connections = Buckets(per_minute, per_minute / 60, clock) if per_minute > 0 else None
-        self.open: dict[str, int] = {}
+        self.connections = _per_minute(limits.connections_per_ip_per_minute, clock)
+        self.sockets = OpenCounts(limits.sockets_per_ip)
+        self.visitor_connections = _per_minute(limits.connections_per_visitor_per_minute, clock)
+        self.visitor_sockets = OpenCounts(limits.sockets_per_visitor)
         self.clock = clock
 
     def connect(self, address: str | None) -> Limited | None:
@@ -157,20 +196,38 @@ class EdgeLimits:
 
     def open_socket(self, address: str | None) -> Limited | None:
         """Count a socket as open (the caller calls `close_socket` when it ends), or say why it may not open."""
-        key = ip_key(address)
+        if self.sockets.add(ip_key(address)):
+            return None
         cap = self.limits.sockets_per_ip
-        if cap > 0 and self.open.get(key, 0) >= cap:
-            return Limited("sockets_per_ip", f"at most {cap} chat connections from one network at once", 5)
-        self.open[key] = self.open.get(key, 0) + 1
-        return None
+        return Limited("sockets_per_ip", f"at most {cap} chat connections from one network at once", 5)
 
     def close_socket(self, address: str | None) -> None:
-        key = ip_key(address)
-        left = self.open.get(key, 0) - 1
-        if left > 0:
-            self.open[key] = left
-        else:
-            self.open.pop(key, None)
+        self.sockets.remove(ip_key(address))
+
+    def connect_visitor(self, visitor_id: uuid.UUID) -> Limited | None:
+        """A new connection (a socket or a long-poll request) with a validly signed token naming `visitor_id`,
+        from any address: None when it may go on. Checked before the token's visitor is read from PostgreSQL."""
+        if self.visitor_connections is None:
+            return None
+        wait = self.visitor_connections.take(str(visitor_id))
+        if not wait:
+            return None
+        return Limited(
+            "connections_per_visitor_per_minute",
+            "too many new connections for this chat; reconnect later",
+            _seconds(wait),
+        )
+
+    def open_visitor_socket(self, visitor_id: uuid.UUID) -> Limited | None:
+        """Count a socket of `visitor_id` as open (the caller calls `close_visitor_socket` when it ends), or say
+        why it may not open."""
+        if self.visitor_sockets.add(str(visitor_id)):
+            return None
+        cap = self.limits.sockets_per_visitor
+        return Limited("sockets_per_visitor", f"at most {cap} connections to one chat at once", 5)
+
+    def close_visitor_socket(self, visitor_id: uuid.UUID) -> None:
+        self.visitor_sockets.remove(str(visitor_id))
 
     def frames(self) -> TokenBucket | None:
         """A new socket's own frame budget, or None when that limit is off."""

@@ -23,7 +23,7 @@ from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
 from web.edge import access
-from web.edge.abuse import EdgeLimits, Limited
+from web.edge.abuse import EdgeLimits, Limited, signed_visitor
 from web.edge.hub import Hub
 from web.edge.thread import Refusal, VisitorLink, authorize
 
@@ -37,18 +37,27 @@ def _reply(request: Request, payload: dict[str, Any], status: int = 200) -> Resp
     return response
 
 
+def _too_many(request: Request, limited: Limited) -> Response:
+    """429 naming the limit, with `Retry-After` (which a cross-origin widget may read)."""
+    response = _reply(request, limited.body(), 429)
+    response.headers["Retry-After"] = str(limited.retry_after)
+    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    return response
+
+
 async def _link(request: Request) -> VisitorLink | Response:
     config: Settings = request.app.state.config
     hub: Hub = request.app.state.hub
     abuse: EdgeLimits = request.app.state.abuse
-    # Each request counts as a new connection of its address (web/edge/abuse.py), before any query.
+    # Each request counts as a new connection of its address, then of the visitor its token names (whatever the
+    # address: the signature is checked on the CPU), before any query (web/edge/abuse.py).
+    token = request.query_params.get("token", "")
     limited = abuse.connect(request.client.host if request.client else None)
+    if limited is None and (visitor_id := signed_visitor(config.secret_key, token, config.limits)):
+        limited = abuse.connect_visitor(visitor_id)
     if limited is not None:
-        response = _reply(request, limited.body(), 429)
-        response.headers["Retry-After"] = str(limited.retry_after)
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-        return response
-    claims = await authorize(config, request.query_params.get("token", ""), request.headers.get("origin"))
+        return _too_many(request, limited)
+    claims = await authorize(config, token, request.headers.get("origin"))
     if isinstance(claims, Refusal):
         return _reply(request, {"error": "refused", "code": claims.close_code, "message": claims.reason}, claims.status)
     if await asyncio.to_thread(access.suspended, claims.tenant_id):  # as the widget's session request says
@@ -157,10 +166,7 @@ async def send(request: Request) -> Response:
         return _reply(request, {"error": "invalid_json", "message": 'body must be {"frames": [...]}'}, 400)
     over = _too_many_frames(data["frames"], config)
     if over is not None:  # refused whole, before anything is stored: the client sends them again, fewer at a time
-        response = _reply(request, over.body(), 429)
-        response.headers["Retry-After"] = str(over.retry_after)
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-        return response
+        return _too_many(request, over)
     link = await _link(request)
     if isinstance(link, Response):
         return link

@@ -6,7 +6,8 @@ seq order is send order) through web/edge/thread.py, and acks each once stored; 
 order with no gap and no duplicate, from NATS events when they line up and from PostgreSQL when they do not,
 and the `typing` and `read` frames in the order their events came; `_heartbeat` pings; `_until_cut` closes the
 socket when its tenant is suspended (web/edge/access.py). When any of them ends, the socket closes and the client
-reconnects and catches up. Before any of them, `visitor_endpoint` applies the per-address limits.
+reconnects and catches up. Before any of them, `visitor_endpoint` applies the per-address limits, then the
+per-visitor ones (as soon as the token's signature is checked, before any query).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from desk import metrics, protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
 from web.edge import access
-from web.edge.abuse import EdgeLimits, Limited
+from web.edge.abuse import EdgeLimits, Limited, signed_visitor
 from web.edge.hub import Hub
 from web.edge.thread import REPLAY_PAGE, Published, Refusal, VisitorLink, authorize, follows_on
 
@@ -259,14 +260,25 @@ async def visitor_endpoint(ws: WebSocket) -> None:
     if hub.draining.is_set():
         await ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
         return
-    # Before anything that costs a query: the address's limits (web/edge/abuse.py).
+    # Before anything that costs a query: the address's limits, then the visitor's (web/edge/abuse.py).
     address = ws.client.host if ws.client else None
     limited = abuse.connect(address) or abuse.open_socket(address)
     if limited is not None:
         await refuse(ws, limited, CLOSE_TRY_AGAIN)
         return
+    token = ws.query_params.get("token", "")
+    counted: uuid.UUID | None = None  # the visitor whose open sockets count this one
     try:
-        claims = await authorize(config, ws.query_params.get("token", ""), ws.headers.get("origin"))
+        # Checking the signature is CPU only; `authorize` checks it again (cheap) and reads the visitor. An attacker
+        # with one visitor's token and many addresses is stopped here, before PostgreSQL or NATS hear of it.
+        visitor_id = signed_visitor(config.secret_key, token, config.limits)
+        if visitor_id is not None:
+            limited = abuse.connect_visitor(visitor_id) or abuse.open_visitor_socket(visitor_id)
+            if limited is not None:
+                await refuse(ws, limited, CLOSE_TRY_AGAIN)
+                return
+            counted = visitor_id
+        claims = await authorize(config, token, ws.headers.get("origin"))
         if isinstance(claims, Refusal):
             await ws.close(claims.close_code, claims.reason)
             return
@@ -276,3 +288,5 @@ async def visitor_endpoint(ws: WebSocket) -> None:
             await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect shortly")
     finally:
         abuse.close_socket(address)
+        if counted is not None:
+            abuse.close_visitor_socket(counted)
