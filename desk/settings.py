@@ -63,7 +63,7 @@ class Limits:
     # Per visitor (the token's visitor, whatever the address): new connections (sockets and long-polls) per minute
     # and sockets open at once. A flood from many addresses with one visitor's token is stopped by these, checked
     # before any query.
-    connections_per_visitor_per_minute: int = 60
+    connections_per_visitor_per_minute: int = 120
     sockets_per_visitor: int = 20
     # Per socket: frames a second, with a small burst (message frames are bounded by pending_messages instead).
     frames_per_second: int = 10

@@ -35,8 +35,8 @@ from desk.actions.routing import (
     Assigned,
     Requeued,
     do_drain_queue,
+    do_queue_conversation,
     do_requeue_absent_agent,
-    do_route_conversation,
     held_conversations,
 )
 from desk.actions.rules import TeamRouted, do_apply_rules
@@ -64,22 +64,24 @@ def visitor_places(session: Session) -> list[Place]:
 def _route(
     tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
 ) -> tuple[list[TeamRouted], list[Assigned], list[Place], Exception | None]:
-    """Route a tenant's new conversations in turn, then read the places once: a burst of new chats into a long
-    line tells each waiting visitor their place once, not once per new chat. A conversation that fails stops the
-    batch: what was committed before it is returned to be announced, with the failure."""
+    """Put a tenant's new conversations in their lines in turn, then drain the queue and read the places once:
+    a burst of new chats costs one drain, and tells each waiting visitor their place once, not once per new
+    chat. A conversation that fails stops the batch: what was queued before it is drained and announced, and
+    the failure returned."""
     routed: list[TeamRouted] = []
-    assigned: list[Assigned] = []
+    queued = False
     failure: Exception | None = None
     with tenant_session(tenant_id) as session:
-        for conversation_id in conversation_ids:
+        for conversation_id in dict.fromkeys(conversation_ids):  # a job may come twice (a redelivered message)
             try:
                 team = do_apply_rules(session, conversation_id)  # the team first: the agent is picked from it
                 routed += [team] if team else []
-                assigned += do_route_conversation(session, conversation_id)[1]
+                queued = do_queue_conversation(session, conversation_id) is not None or queued
             except Exception as exc:
                 session.rollback()
                 failure = exc
                 break
+        assigned = do_drain_queue(session, tenant_id) if queued else []
         return routed, assigned, visitor_places(session), failure
 
 

@@ -213,18 +213,27 @@ def do_enqueue(session: Session, conversation_id: uuid.UUID) -> bool:
     return queued is not None
 
 
-def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> tuple[User | None, list[Assigned]]:
-    """A new conversation (the router's job): queue it, then drain the tenant's queue. Commits.
-
-    Returns the agent it went to (None: it waits, or needed no routing) and everything the drain assigned. Repeated
-    jobs are harmless: an assigned or resolved conversation is left alone.
+def do_queue_conversation(session: Session, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """A new conversation (the router's job): put it in its line, and commit. Returns its tenant, to drain, or
+    None when it needs no routing. Repeated jobs are harmless: an assigned or resolved conversation is left alone.
     """
     tenant_id = session.scalar(select(Conversation.tenant_id).where(Conversation.id == conversation_id))
     # With auto-assign off no line forms: agents take conversations from the Unassigned list.
     if tenant_id is None or not routing_settings(session)["auto_assign"] or not do_enqueue(session, conversation_id):
         session.rollback()
-        return None, []
+        return None
     session.commit()
+    return tenant_id
+
+
+def do_route_conversation(session: Session, conversation_id: uuid.UUID) -> tuple[User | None, list[Assigned]]:
+    """A new conversation: queue it, then drain the tenant's queue. Commits.
+
+    Returns the agent it went to (None: it waits, or needed no routing) and everything the drain assigned.
+    """
+    tenant_id = do_queue_conversation(session, conversation_id)
+    if tenant_id is None:
+        return None, []
     assigned = do_drain_queue(session, tenant_id)
     mine = next((a for a in assigned if a.conversation_id == conversation_id), None)
     return (session.get(User, mine.agent_id) if mine else None), assigned

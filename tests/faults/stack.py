@@ -27,6 +27,7 @@ FAULT_SETTINGS = {
     "DESKBELL_CONNECTIONS_PER_IP_PER_MINUTE": "0",
     "DESKBELL_SOCKETS_PER_IP": "0",
     "DESKBELL_SESSIONS_PER_IP_PER_HOUR": "0",
+    "DESKBELL_CONNECTIONS_PER_VISITOR_PER_MINUTE": "0",  # the chaos clients reconnect every 0.2-1 s in outages
 }
 
 
