@@ -150,7 +150,8 @@ class VisitorSocket:
         silence = 2 * self.limits.heartbeat_seconds
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.receive(), silence)
+                async with asyncio.timeout(silence):  # not wait_for: no task of its own for every frame
+                    message = await self.ws.receive()
             except TimeoutError:
                 await self.ws.close(CLOSE_SILENT, "no frame for two heartbeat intervals")
                 return
