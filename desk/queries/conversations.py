@@ -9,7 +9,7 @@ import uuid
 
 from sqlalchemy import Select, func, select
 
-from desk.models import Conversation, Message
+from desk.models import Conversation, Message, Visitor
 
 
 def thread_after(visitor_id: uuid.UUID, after_seq: int, limit: int = 500) -> Select[tuple[Message]]:
@@ -38,4 +38,14 @@ def open_conversation_id(visitor_id: uuid.UUID) -> Select[tuple[uuid.UUID]]:
         .where(Conversation.visitor_id == visitor_id, Conversation.status != "resolved")
         .order_by(Conversation.created_at.desc())
         .limit(1)
+    )
+
+
+def thread_state(visitor_id: uuid.UUID) -> Select[tuple[int | None, uuid.UUID | None, int]]:
+    """(the thread's last seq or None for no such visitor, its open conversation, how far agents have read) in one
+    statement: what `welcome` says, read on every connection (a storm of them is issue 10)."""
+    return select(
+        select(Visitor.last_seq).where(Visitor.id == visitor_id).scalar_subquery(),
+        open_conversation_id(visitor_id).scalar_subquery(),
+        visitor_read_seq(visitor_id).scalar_subquery(),
     )

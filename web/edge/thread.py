@@ -18,13 +18,14 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from sqlalchemy import select
 
 from desk import bus, metrics, protocol, signals, subjects, tokens
 from desk.actions.messages import Inbound, as_event
 from desk.bus import BusUnavailable, publish_durable
 from desk.db import tenant_session
 from desk.models import Site, Visitor
-from desk.queries.conversations import message_by_client_id, open_conversation_id, thread_after, visitor_read_seq
+from desk.queries.conversations import message_by_client_id, thread_after, thread_state
 from desk.settings import Settings
 from web.edge.hub import Hub
 
@@ -64,9 +65,12 @@ UNKNOWN_VISITOR = Refusal(4401, 401, "unknown visitor")
 BAD_ORIGIN = Refusal(4403, 403, "origin not allowed")
 
 
-def _load_site_and_visitor(claims: tokens.VisitorClaims) -> tuple[Site | None, Visitor | None]:
+def _load_site_and_visitor(claims: tokens.VisitorClaims) -> tuple[Site | None, bool]:
+    """The token's site and whether its visitor exists, in one statement (every connection reads them: issue 10)."""
+    visitor = select(Visitor.id).where(Visitor.id == claims.visitor_id).exists()
     with tenant_session(claims.tenant_id) as session:
-        return session.get(Site, claims.site_id), session.get(Visitor, claims.visitor_id)
+        found = session.execute(select(Site, visitor).where(Site.id == claims.site_id)).first()
+    return (found[0], found[1]) if found is not None else (None, False)
 
 
 async def authorize(config: Settings, token: str, origin: str | None) -> tokens.VisitorClaims | Refusal:
@@ -74,8 +78,8 @@ async def authorize(config: Settings, token: str, origin: str | None) -> tokens.
     claims = tokens.verify(config.secret_key, token, config.limits.visitor_token_days * 86400)
     if claims is None:
         return BAD_TOKEN
-    site, visitor = await asyncio.to_thread(_load_site_and_visitor, claims)
-    if site is None or visitor is None:
+    site, visitor_exists = await asyncio.to_thread(_load_site_and_visitor, claims)
+    if site is None or not visitor_exists:
         return UNKNOWN_VISITOR
     if not site.allows_origin(origin):
         return BAD_ORIGIN
@@ -98,13 +102,12 @@ class ThreadState:
 
 def _thread_state(claims: tokens.VisitorClaims) -> ThreadState:
     with tenant_session(claims.tenant_id) as session:
-        visitor = session.get(Visitor, claims.visitor_id)
-        conversation_id = session.scalar(open_conversation_id(claims.visitor_id))
-        return ThreadState(
-            last_seq=visitor.last_seq if visitor else 0,
-            read_seq=session.scalar(visitor_read_seq(claims.visitor_id)) or 0,
-            conversation_id=str(conversation_id) if conversation_id else None,
-        )
+        last_seq, conversation_id, read_seq = session.execute(thread_state(claims.visitor_id)).one()
+    return ThreadState(
+        last_seq=last_seq or 0,
+        read_seq=read_seq or 0,
+        conversation_id=str(conversation_id) if conversation_id else None,
+    )
 
 
 def _stored(claims: tokens.VisitorClaims, client_id: str) -> dict[str, Any] | None:

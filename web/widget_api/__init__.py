@@ -5,11 +5,12 @@ Visitors carry a signed token, not a cookie, so these routes are exempt from CSR
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from werkzeug.exceptions import HTTPException
 
 from desk import tokens, visitor_context, widget_settings
@@ -56,6 +57,32 @@ def _session_limiter(config: Settings) -> abuse.Buckets | None:
     return current_app.extensions[key]
 
 
+# site_key → the tenant of its site, learnt once per process: which tenant's transaction reads the site. Only a
+# fact that never changes (a site keeps its key and its tenant) is kept; the site itself, its origins and the
+# tenant's status are read on every request. Bounded: emptied when full (keys that exist only; an unknown key is
+# looked up every time, as before).
+_SITE_TENANTS: dict[str, uuid.UUID] = {}
+SITE_TENANTS_MAX = 10_000
+
+
+def _site_tenant(site_key: str) -> uuid.UUID | None:
+    """The tenant of the site with this key (remembered once found), or None when no site has it."""
+    tenant_id = _SITE_TENANTS.get(site_key)
+    if tenant_id is None:
+        with system_session() as session:
+            tenant_id = session.scalar(select(Site.tenant_id).where(Site.site_key == site_key))
+        if tenant_id is None:
+            return None
+        if len(_SITE_TENANTS) >= SITE_TENANTS_MAX:
+            _SITE_TENANTS.clear()
+        _SITE_TENANTS[site_key] = tenant_id
+    return tenant_id
+
+
+def _site_and_status(site_key: str) -> Select[tuple[Site, str]]:
+    return select(Site, Tenant.status).join(Tenant, Tenant.id == Site.tenant_id).where(Site.site_key == site_key)
+
+
 @bp.route("/api/v1/widget/session", methods=["OPTIONS"])
 def session_preflight() -> ResponseReturnValue:
     return "", 204
@@ -79,44 +106,48 @@ def create_session() -> ResponseReturnValue:
         attributes = visitor_context.parse_attributes(data.get("attributes"))
     except visitor_context.InvalidField as exc:
         return _error(400, exc.code, exc.message)
-    with system_session() as session:
-        found = session.execute(
-            select(Site, Tenant.status).join(Tenant, Tenant.id == Site.tenant_id).where(Site.site_key == site_key)
-        ).first()
-    if found is None:
+    tenant_id = _site_tenant(site_key)
+    if tenant_id is None:
         return _error(404, "unknown_site", "no site has this site_key")
-    site, status = found
-    if status == "suspended":  # SaaS: the operator suspended the tenant (docs/admin.md)
-        return _error(403, "tenant_suspended", "this chat is not available at the moment")
-    if not site.allows_origin(request.headers.get("Origin")):
-        return _error(403, "origin_not_allowed", "this page's origin is not allowed for the site")
+    with tenant_session(tenant_id) as session:
+        # The site and its tenant's status, read in the transaction that makes the visitor: one transaction per
+        # session request, not three (issue 10).
+        found = session.execute(_site_and_status(site_key)).first()
+        if found is None:  # the site was deleted since its tenant was remembered
+            _SITE_TENANTS.pop(site_key, None)
+            return _error(404, "unknown_site", "no site has this site_key")
+        site, status = found
+        if status == "suspended":  # SaaS: the operator suspended the tenant (docs/admin.md)
+            return _error(403, "tenant_suspended", "this chat is not available at the moment")
+        if not site.allows_origin(request.headers.get("Origin")):
+            return _error(403, "origin_not_allowed", "this page's origin is not allowed for the site")
 
-    max_age = config.limits.visitor_token_days * 86400
-    claims = None
-    if isinstance(data.get("visitor_token"), str):
-        claims = tokens.verify(config.secret_key, data["visitor_token"], max_age)
-        if claims is not None and claims.site_id != site.id:
-            claims = None  # a token is bound to the site it was issued for
-    if claims is None:  # a new visitor: counted per address (a resumed one is not, so reconnecting is free)
-        limited = abuse.session_refusal(_session_limiter(config), request.remote_addr)
-        if limited is not None:
-            response = _error(429, limited.body()["error"], limited.message)
-            response.headers["Retry-After"] = str(limited.retry_after)
-            return response
-    proved = identity if identity and visitor_context.identity_proved(site.identity_secret, identity) else None
-    page = visitor_context.parse_page(data.get("page"))
-    found = visitor_context.context(page, client, request.headers.get("User-Agent", ""), request.remote_addr)
-    with tenant_session(site.tenant_id) as session:
+        max_age = config.limits.visitor_token_days * 86400
+        claims = None
+        if isinstance(data.get("visitor_token"), str):
+            claims = tokens.verify(config.secret_key, data["visitor_token"], max_age)
+            if claims is not None and claims.site_id != site.id:
+                claims = None  # a token is bound to the site it was issued for
+        if claims is None:  # a new visitor: counted per address (a resumed one is not, so reconnecting is free)
+            limited = abuse.session_refusal(_session_limiter(config), request.remote_addr)
+            if limited is not None:
+                response = _error(429, limited.body()["error"], limited.message)
+                response.headers["Retry-After"] = str(limited.retry_after)
+                return response
+        proved = identity if identity and visitor_context.identity_proved(site.identity_secret, identity) else None
+        page = visitor_context.parse_page(data.get("page"))
+        seen = visitor_context.context(page, client, request.headers.get("User-Agent", ""), request.remote_addr)
         visitor = visitor_context.find_visitor(
             session, site.id, claims.visitor_id if claims else None, proved.external_id if proved else None
         )
-        visitor_context.record_visit(visitor, proved, page, found, email=email, attributes=attributes)
+        visitor_context.record_visit(visitor, proved, page, seen, email=email, attributes=attributes)
         if email and visitor.email == email:  # left in the chat: replies by email once they have gone (mail)
             _offline.follow_when_away(session, visitor, email)
-        session.commit()
+        # Read before the commit, in the same transaction (they see the visitor as it is about to be committed).
         agents_online = session.scalar(online_agent()) is not None
         hours = _offline.hours_of(session, visitor)  # outside business hours the widget offers a message form
         prechat = _prechat.form_for(session, site, visitor)  # what to ask before the chat, or None
+        session.commit()
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)
     identification: dict[str, Any] = {"identified": proved is not None}
     if identity is not None and proved is None:
