@@ -72,13 +72,16 @@ async def attack(base_url: str, site_key: str, stop: asyncio.Event) -> dict[str,
     token = (await asyncio.to_thread(new_session, base_url, site_key, address())).json()["visitor_token"]
     counts = {"sockets tried": 0, "sockets let in": 0}
     counts |= {f"sockets turned away {stopped_by(limit)}": 0 for limit in DOOR_LIMITS}
-    counts |= {"frame floods cut (1008)": 0}
+    counts |= {"sockets refused at the handshake (HTTP 429)": 0, "frame floods cut (1008)": 0}
     counts |= {f"frame floods' reconnects turned away {stopped_by(limit)}": 0 for limit in DOOR_LIMITS}
 
     def turned_away(outcomes: list[Outcome], what: str) -> None:
         for outcome in outcomes:
             if outcome.code == 1013 and outcome.limit in DOOR_LIMITS:
                 counts[f"{what} turned away {stopped_by(outcome.limit)}"] += 1
+            elif outcome.code == 429:  # back before the seconds it was told: refused at the handshake
+                key = f"{what} refused at the handshake (HTTP 429)"
+                counts[key] = counts.get(key, 0) + 1
 
     async def socket_attacker() -> None:
         while not stop.is_set():

@@ -180,6 +180,18 @@ class EdgeLimits:
         self.visitor_connections = _per_minute(limits.connections_per_visitor_per_minute, clock)
         self.visitor_sockets = OpenCounts(limits.sockets_per_visitor)
         self.clock = clock
+        self.told: dict[tuple[str, str], float] = {}  # (address, limit) -> until when it was told to stay away
+
+    def tell(self, address: str | None, limited: Limited) -> None:
+        """`address` is being told, in an error frame, to wait `limited.retry_after` seconds for `limited`."""
+        now = self.clock()
+        if len(self.told) > PRUNE_ABOVE:
+            self.told = {key: until for key, until in self.told.items() if until > now}
+        self.told[(ip_key(address), limited.limit)] = now + limited.retry_after
+
+    def was_told(self, address: str | None, limited: Limited) -> bool:
+        """Is `address` back over the same limit before the seconds it was told to wait are up?"""
+        return self.clock() < self.told.get((ip_key(address), limited.limit), float("-inf"))
 
     def connect(self, address: str | None) -> Limited | None:
         """A new connection (a socket or a long-poll request) from `address`: None when it may go on."""

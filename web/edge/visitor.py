@@ -19,6 +19,7 @@ import logging
 import uuid
 from typing import Any, NamedTuple
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from desk import metrics, protocol
@@ -253,19 +254,33 @@ async def refuse(ws: WebSocket, limited: Limited, code: int, lock: asyncio.Lock 
         await ws.close(code, limited.message[:120])  # a close reason is at most 123 bytes
 
 
+async def turn_away(ws: WebSocket, abuse: EdgeLimits, address: str | None, limited: Limited) -> None:
+    """An address over one of its limits: told so in an error frame, with close 1013 and the seconds to wait. One
+    that comes back over the same limit before those seconds are up (a widget waits them; a flood does not) gets a
+    plain HTTP 429 at the handshake instead: no WebSocket, no frames, the cheapest refusal the edge has."""
+    if abuse.was_told(address, limited) and "websocket.http.response" in ws.scope.get("extensions", {}):
+        headers = {"Retry-After": str(limited.retry_after)}
+        await ws.send_denial_response(JSONResponse(limited.body(), 429, headers=headers))
+        return
+    abuse.tell(address, limited)
+    await ws.accept()
+    await refuse(ws, limited, CLOSE_TRY_AGAIN)
+
+
 async def visitor_endpoint(ws: WebSocket) -> None:
     config: Settings = ws.app.state.config
     hub: Hub = ws.app.state.hub
     abuse: EdgeLimits = ws.app.state.abuse
-    await ws.accept()
-    if hub.draining.is_set():
-        await ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
-        return
     # Before anything that costs a query: the address's limits, then the visitor's (web/edge/abuse.py).
     address = ws.client.host if ws.client else None
     limited = abuse.connect(address) or abuse.open_socket(address)
     if limited is not None:
-        await refuse(ws, limited, CLOSE_TRY_AGAIN)
+        await turn_away(ws, abuse, address, limited)
+        return
+    await ws.accept()
+    if hub.draining.is_set():
+        abuse.close_socket(address)
+        await ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
         return
     token = ws.query_params.get("token", "")
     counted: uuid.UUID | None = None  # the visitor whose open sockets count this one
