@@ -362,7 +362,7 @@ def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.U
     the visitors of a batch's new visitor messages, under their rows' locks and before it looks for their open
     conversations. Returns the reopened conversations.
     """
-    if not visitor_ids or not routing_settings(session).get("reopen_after_idle", True):
+    if not visitor_ids:
         return []
     # Each visitor's newest conversation, as plain rows: this runs for every batch the store worker takes, and
     # only the few that the sweeper resolved are loaded as objects to change.
@@ -373,7 +373,8 @@ def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.U
     )
     newest = {row.visitor_id: row for row in rows}
     idle = [row.id for row in newest.values() if row.status == "resolved" and row.auto_resolved_at]
-    if not idle:
+    # The tenant's settings only when there is something to reopen: the usual batch has nothing.
+    if not idle or not routing_settings(session).get("reopen_after_idle", True):
         return []
     reopened = []
     now = datetime.now(UTC)
