@@ -63,6 +63,9 @@ class VisitorSocket:
         # Published messages waiting for their stored event; with the outbox, at most pending_messages.
         self.in_flight: set[asyncio.Task[None]] = set()
         self.publishing = False
+        # client_ids JetStream holds from this socket and the client has no ack for yet (insertion order: oldest
+        # first). Sending one again cannot change the order, so it passes a block (_send_outbox).
+        self.in_stream: dict[str, None] = {}
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -117,10 +120,12 @@ class VisitorSocket:
         blocked: dict[str, Any] | None = None  # the retry error of a message the client must send again
         while True:
             frame = await self.outbox.get()
-            if blocked is not None and frame.client_id != blocked["client_id"]:
+            passes = blocked is None or frame.client_id == blocked["client_id"] or frame.client_id in self.in_stream
+            if not passes:
                 # Sent after a message that must be re-sent (queued, or already on its way when the error
                 # left): it is re-sent after that one, so refuse it now rather than store it first. This
-                # keeps seq order equal to send order.
+                # keeps seq order equal to send order. A message the stream holds already passes: it is the
+                # client's oldest (docs/protocol.md, Errors), and refusing it would leave both waiting forever.
                 await self.send(protocol.error(blocked["code"], blocked["message"], frame.client_id))
                 continue
             self.publishing = True  # neither in the outbox nor in flight: the drain waits for it too
@@ -129,10 +134,15 @@ class VisitorSocket:
             finally:
                 self.publishing = False
             if isinstance(published, dict):  # not in the stream: nothing after it may be
-                blocked = published
+                if blocked is None or frame.client_id not in self.in_stream:
+                    blocked = published
                 await self.send(published)
                 continue
-            blocked = None
+            if blocked is not None and frame.client_id == blocked["client_id"]:
+                blocked = None  # (a message the stream held, sent again, leaves the block to the later one)
+            self.in_stream[frame.client_id] = None
+            while len(self.in_stream) > self.limits.pending_messages:
+                del self.in_stream[next(iter(self.in_stream))]
             task = asyncio.create_task(self._answer(frame, published))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
@@ -144,6 +154,8 @@ class VisitorSocket:
             log.exception("edge: no ack for visitor %s's message %s", self.link.claims.visitor_id, frame.client_id)
             metrics.ERRORS.labels("edge", "not_stored_yet").inc()
             answer = protocol.error("not_stored_yet", "no ack yet; send it again", client_id=frame.client_id)
+        if answer["type"] == "ack":
+            self.in_stream.pop(frame.client_id, None)
         with contextlib.suppress(*GONE):
             await self.send(answer)
 
