@@ -49,7 +49,7 @@ class ClusterStack:
 
     def supervise(self, stop: threading.Event) -> None:
         """Start again a worker that exited, as systemd's Restart=on-failure does (deploy/systemd): a worker
-        exits when its consumer has no leader for a moment (/work/plan/requests.md, workers/base.py)."""
+        exits when its consumer has no leader for a moment (workers/base.py)."""
         while not stop.wait(0.5):
             for name, process in list(self.processes.processes.items()):
                 if name.startswith("worker") and process.poll() is not None:
@@ -117,7 +117,7 @@ def cluster_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -
             wait_ready(edge)
 
         def start_worker(name: str) -> None:
-            """On a node that is up: NATS_URL names one server (/work/plan/requests.md, desk/bus.py)."""
+            """On a node that is up: NATS_URL names one server (desk/bus.py)."""
             alive = next(i for i in range(cluster.size) if i in cluster.processes)
             processes.start(name, procfile["worker"], {**workers[name], "NATS_URL": cluster.url(alive)})
 
