@@ -47,7 +47,9 @@ def main(data_dir: Path, port: int) -> dict[str, object]:
         conversation_id = start_conversation(base, tenant["site_key"], "Anyone there, offline?")
         agent = logged_in_agent(base, tenant)
         agent.reply(conversation_id, "Yes, fully offline.")
-        thread = agent.thread(conversation_id)
+        deadline = time.monotonic() + 30  # the reply is stored by the store worker, after the POST returns
+        while len(thread := agent.thread(conversation_id)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         doctor = subprocess.run([*deskbell, "doctor", "--json", "--public-url", base],
                                 env={**env, **embedded}, cwd=ROOT, capture_output=True, text=True)  # fmt: skip
         return {

@@ -295,12 +295,13 @@ def test_router_workers_racing_on_the_same_conversations_assign_each_once_within
         for name in extra:
             stack.stop(name)
     state = conversations(tid)
-    assignees = [state[c].assignee_id for c in chats]
-    assert sorted(map(str, filter(None, assignees))) == sorted(map(str, agents))  # one each: capacity 1
-    assert assignees[2] is None  # the third waits
+    assignees = {c: state[c].assignee_id for c in chats}
+    assert sorted(map(str, filter(None, assignees.values()))) == sorted(map(str, agents))  # one each: capacity 1
+    # Which one waits is the race's: a router may drain a later chat's job before an earlier one is in line.
+    served = sorted(str(c) for c, agent in assignees.items() if agent is not None)
     with tenant_session(tid) as session:
         assigned = select(ConversationEvent.conversation_id).where(ConversationEvent.kind == "assigned")
-        assert sorted(map(str, session.scalars(assigned))) == sorted(str(c) for c in chats[:2])  # each once
+        assert sorted(map(str, session.scalars(assigned))) == served  # each assigned once
 
 
 def test_the_line_moves_when_an_agent_comes_online_and_when_an_admin_raises_a_limit(

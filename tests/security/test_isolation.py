@@ -177,6 +177,10 @@ def make_theirs(stack: Stack) -> Theirs:
     bea = logged_in(stack.base_url, login["agents"][0]["email"], login["agents"][0]["password"])
     owner = logged_in(stack.base_url, login["owner_email"], login["owner_password"])
     assert bea.reply(conversation_id, f"{MARK} {WORD} we are on it").status_code == 200
+    deadline = time.monotonic() + 30  # stored by the store worker after the POST: B's rows settle only then
+    while len(bea.thread(conversation_id)) < 2:
+        assert time.monotonic() < deadline, "B's reply was never stored"
+        time.sleep(0.2)
     upload = httpx.post(
         f"{stack.base_url}/api/v1/widget/attachments",
         params={"token": token},
