@@ -40,7 +40,7 @@ import nats
 import psycopg
 from honcho.environ import parse_procfile
 
-from bench.load_clients import MAX_IN_FLIGHT, AgentClient, Record, VisitorClient
+from bench.load_clients import MAX_IN_FLIGHT, AgentClient, Record, VisitorClient, heartbeats
 from bench.load_report import ProcessGroup, Usage, percentiles, svg_chart, table, this_process
 from desk import subjects
 from desk.embedded import NatsServer, ensure_database, free_port, start_postgres
@@ -218,6 +218,7 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
         await warm.connect()
         await warm.close()
         storm_seconds, storm_failed = await _storm(visitors)
+        beating = asyncio.create_task(heartbeats(visitors))
         usage = Usage(stack.groups)
         steps = []
         for i, rate in enumerate(o.rates):
@@ -234,6 +235,7 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
         ):
             await asyncio.sleep(0.2)
         idle = await _idle(record, http, stack, site_key, o) if o.idle else None
+        beating.cancel()
         for v in visitors:
             await v.close()
         for a in agents:
@@ -266,17 +268,20 @@ async def _lag(nats_url: str) -> int:
 
 
 async def _idle(record: Record, http: httpx.AsyncClient, stack: RunningStack, site_key: str, o: Options) -> dict:
-    """`o.idle` more visitors connect at once and stay silent but for pongs: the web process's RSS per socket
-    and its CPU over `o.idle_seconds` (heartbeats only)."""
+    """`o.idle` more visitors connect at once and stay silent but for their heartbeats (widget.js's: a ping
+    when the server has said nothing for a while, a pong to its ping): the web process's RSS per socket and its
+    CPU over `o.idle_seconds`."""
     web = next(g for g in stack.groups if g.name == "web")
     before = web.rss_bytes()
     idle = [VisitorClient(record, http, stack.base_url, site_key, f"idle{i}") for i in range(o.idle)]
     seconds, failed = await _storm(idle)
+    beating = asyncio.create_task(heartbeats(idle))
     usage = Usage([web, this_process()])
     usage.start(time.monotonic())
     await asyncio.sleep(o.idle_seconds)
     used = usage.stop(time.monotonic())
     after = web.rss_bytes()
+    beating.cancel()
     for v in idle:
         await v.close()
     return {

@@ -1,9 +1,10 @@
 """The load harness's clients (bench/load.py): visitors on real WebSockets, agents on the console's real HTTP and
 Server-Sent Events, and the record of when each message was sent, acked and seen by the other side.
 
-A visitor speaks docs/protocol.md as widget.js does (session, socket, hello, messages with client_ids, pong,
-re-sending its unacked outbox after a reconnect). An agent logs in, holds `/live/console` open and replies with
-the composer's POST. Times are time.monotonic() in this process.
+A visitor speaks docs/protocol.md as widget.js does (session, socket, hello, messages with client_ids, pong, its
+own ping after 0.6 of the server's heartbeat without a frame, re-sending its unacked outbox after a reconnect). An agent
+logs in, holds `/live/console` open and replies with the composer's POST. Times are time.monotonic() in this
+process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import websockets
 
 # Messages a visitor may have unacked before the scheduler skips it (the edge closes a socket at 500).
 MAX_IN_FLIGHT = 50
+# widget.js's heartbeat: every CHECK_EVERY seconds it pings if it has heard nothing for 0.6 of the server's.
+CHECK_EVERY = 4.0
 
 
 @dataclass
@@ -76,6 +79,8 @@ class VisitorClient:
         self.count = 0
         self.welcomed = asyncio.Event()
         self.connected_at: float | None = None
+        self.heard_at = 0.0  # loop time of the last frame from the server
+        self.ping_after = 12.0  # 0.6 of welcome.heartbeat_seconds
 
     async def connect(self) -> None:
         """Session, socket, hello; then the outbox again, in order, as widget.js does after a reconnect."""
@@ -140,11 +145,18 @@ class VisitorClient:
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps({"type": "message", "client_id": client_id, "body": body}))
 
+    async def beat(self, now: float) -> None:
+        """widget.js's heartbeat check: a ping when the server has been silent for 0.6 of its heartbeat."""
+        ws = self.ws
+        if ws is not None and now - self.heard_at > self.ping_after:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send('{"type":"ping"}')
+
     async def _read(self, ws: Any) -> None:
         loop = asyncio.get_running_loop()
         try:
             async for raw in ws:
-                now = loop.time()
+                now = self.heard_at = loop.time()
                 frame = json.loads(raw)
                 kind = frame["type"]
                 if kind == "ack":
@@ -159,6 +171,7 @@ class VisitorClient:
                 elif kind == "ping":
                     await ws.send('{"type":"pong"}')
                 elif kind == "welcome":
+                    self.ping_after = 0.6 * frame.get("heartbeat_seconds", 20)
                     self.welcomed.set()
                 elif kind == "error":
                     self.record.error(f"error frame {frame.get('code')}")
@@ -170,6 +183,18 @@ class VisitorClient:
                 self.record.error(f"socket closed {exc.rcvd.code if exc.rcvd else ''}")
                 self.ws = None
                 loop.create_task(self.reconnect())
+
+
+async def heartbeats(visitors: list[VisitorClient]) -> None:
+    """Every visitor's heartbeat check, every CHECK_EVERY seconds, spread over the interval as real pages'
+    timers are (not all at once)."""
+    loop = asyncio.get_running_loop()
+    slices = 40
+    while True:
+        for i in range(slices):
+            for visitor in visitors[i::slices]:
+                await visitor.beat(loop.time())
+            await asyncio.sleep(CHECK_EVERY / slices)
 
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

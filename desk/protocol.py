@@ -130,15 +130,19 @@ def parse_client_frame(text: str | bytes, limits: Limits) -> ClientFrame:
 # Server frames ---------------------------------------------------------------------------------------------
 
 
-def welcome(visitor_id: str, last_seq: int, read_seq: int = 0) -> dict[str, Any]:
-    """`read_seq`: the highest seq an agent has read (added to v1 compatibly; old clients ignore it)."""
-    return {
+def welcome(
+    visitor_id: str, last_seq: int, read_seq: int = 0, heartbeat_seconds: int | None = None
+) -> dict[str, Any]:
+    """`read_seq`: the highest seq an agent has read; `heartbeat_seconds`: on a socket, the server's heartbeat, which
+    the client's own pings follow (both added to v1 compatibly; old clients ignore them)."""
+    frame = {
         "type": "welcome",
         "visitor_id": visitor_id,
         "last_seq": last_seq,
         "protocol": VERSION,
         "read_seq": read_seq,
     }
+    return frame if heartbeat_seconds is None else frame | {"heartbeat_seconds": heartbeat_seconds}
 
 
 def ack(client_id: str, seq: int, conversation_id: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -90,6 +91,35 @@ def test_an_empty_reply_is_refused_with_a_message_and_keeps_nothing(stack: Stack
     response = agent.reply(conversation_id, "   ")
     assert response.status_code == 400
     assert "body must be a non-empty string" in response.text
+
+
+def test_a_client_that_pings_within_the_heartbeat_is_never_pinged_and_a_silent_one_is(stack: Stack) -> None:
+    """One round trip per heartbeat, as widget.js makes it: the server answers the client's pings and sends none
+    of its own while it hears from the client; once the client goes quiet, the server pings it."""
+    tenant = stack.bootstrap()
+
+    async def scenario(base_url: str) -> tuple[list[str], list[str]]:
+        visitor = Visitor(base_url, tenant["site_key"])
+        await visitor.connect()
+        loop = asyncio.get_running_loop()
+        talking: list[str] = []
+        until = loop.time() + 3.5  # three and a half heartbeats, a ping every 0.4 s
+        while loop.time() < until:
+            await visitor.send({"type": "ping"})
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    talking.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 0.4))["type"])
+        quiet: list[str] = []
+        with contextlib.suppress(TimeoutError):
+            while "ping" not in quiet:
+                quiet.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 3))["type"])
+        await visitor.close()
+        return talking, quiet
+
+    with stack.another_web(DESKBELL_HEARTBEAT_SECONDS="1") as base_url:
+        talking, quiet = asyncio.run(scenario(base_url))
+    assert talking.count("pong") >= 7 and "ping" not in talking, talking
+    assert quiet == ["ping"]
 
 
 def test_a_silent_socket_is_closed_after_two_heartbeats(stack: Stack) -> None:

@@ -145,6 +145,7 @@ def test_welcome_keeps_every_v1_field_and_adds_the_read_position() -> None:
         "read_seq": 5,
     }
     assert protocol.welcome("v-1", 0)["read_seq"] == 0
+    assert protocol.welcome("v-1", 0, heartbeat_seconds=20)["heartbeat_seconds"] == 20  # on a socket only
 
 
 def test_typing_and_read_frames_name_the_agent_and_the_seq() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
@@ -355,6 +356,32 @@ def test_identify_with_the_sites_hash_shows_the_visitor_to_the_agent_and_a_wrong
     assert "Grace Hopper" not in panels["Hello as an impostor"]
 
 
+def test_the_widget_pings_at_the_servers_heartbeat_so_the_server_sends_no_pings(stack: Stack, browser: Browser) -> None:
+    """One round trip per heartbeat on an idle chat: the widget follows welcome.heartbeat_seconds (here 2 s), pings
+    after 0.6 of it, and the server, hearing from it within each heartbeat, sends no pings of its own."""
+    tenant = stack.bootstrap("hib")
+    sent: list[str] = []
+    received: list[str] = []
+
+    def watch(ws: Any) -> None:
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)["type"]))
+        ws.on("framereceived", lambda payload: received.append(json.loads(payload)["type"]))
+
+    with stack.another_web(DESKBELL_HEARTBEAT_SECONDS="2") as base_url:
+        context = new_context(browser)
+        page = context.new_page()
+        page.on("websocket", watch)
+        page.goto(f"{base_url}/demo?site_key={tenant['site_key']}")
+        page.get_by_role("button", name="Open chat").click()
+        expect(page.get_by_role("textbox", name="Message")).to_be_enabled()
+        page.wait_for_timeout(9000)  # four and a half heartbeats, nothing typed
+        context.close()
+    assert received[0] == "welcome"
+    assert sent.count("ping") >= 4, sent  # every 1.2 to 1.6 s
+    assert received.count("pong") >= 4 and "ping" not in received, received
+    assert "close" not in sent  # one socket throughout
+
+
 def test_a_socket_that_goes_silent_is_dropped_and_the_message_still_arrives(stack: Stack, browser: Browser) -> None:
     """A dead connection sends no close (a laptop lid, a changed network): the widget's heartbeat notices."""
     from tests.faults.proxy import Proxy
@@ -374,7 +401,8 @@ def test_a_socket_that_goes_silent_is_dropped_and_the_message_still_arrives(stac
         proxy.set("blackhole")  # bytes vanish both ways; nothing is closed
         box.fill("Typed into the silence")
         box.press("Enter")
-        expect(page.get_by_role("status").filter(has_text="offline")).to_be_visible(timeout=25000)
+        # widget.js drops a socket silent for 22 s, checked every 4 s
+        expect(page.get_by_role("status").filter(has_text="offline")).to_be_visible(timeout=35000)
         proxy.set("pass")
         expect(page.locator(".m.visitor", has_text="Typed into the silence")).to_have_attribute(
             "data-state", "sent", timeout=30000

@@ -112,6 +112,12 @@ class Buckets:
             del self.buckets[key]
 
 
+def _take(buckets: Buckets | None, key: str, limit: str, message: str) -> Limited | None:
+    """Take a token from `key`'s bucket: None when there was one (or the limit is off), else why not."""
+    wait = buckets.take(key) if buckets is not None else 0.0
+    return Limited(limit, message, _seconds(wait)) if wait else None
+
+
 def _seconds(wait: float) -> int:
     return max(1, math.ceil(wait))
 
@@ -123,16 +129,8 @@ def session_limiter(limits: Limits) -> Buckets | None:
 
 
 def session_refusal(buckets: Buckets | None, address: str | None) -> Limited | None:
-    if buckets is None:
-        return None
-    wait = buckets.take(ip_key(address))
-    if not wait:
-        return None
-    return Limited(
-        "sessions_per_ip_per_hour",
-        "too many new chat sessions from your network; try again later",
-        _seconds(wait),
-    )
+    message = "too many new chat sessions from your network; try again later"
+    return _take(buckets, ip_key(address), "sessions_per_ip_per_hour", message)
 
 
 def _per_minute(per_minute: int, clock: Callable[[], float]) -> Buckets | None:
@@ -195,16 +193,8 @@ class EdgeLimits:
 
     def connect(self, address: str | None) -> Limited | None:
         """A new connection (a socket or a long-poll request) from `address`: None when it may go on."""
-        if self.connections is None:
-            return None
-        wait = self.connections.take(ip_key(address))
-        if not wait:
-            return None
-        return Limited(
-            "connections_per_ip_per_minute",
-            "too many new connections from your network; reconnect later",
-            _seconds(wait),
-        )
+        message = "too many new connections from your network; reconnect later"
+        return _take(self.connections, ip_key(address), "connections_per_ip_per_minute", message)
 
     def open_socket(self, address: str | None) -> Limited | None:
         """Count a socket as open (the caller calls `close_socket` when it ends), or say why it may not open."""
@@ -219,16 +209,8 @@ class EdgeLimits:
     def connect_visitor(self, visitor_id: uuid.UUID) -> Limited | None:
         """A new connection (a socket or a long-poll request) with a validly signed token naming `visitor_id`,
         from any address: None when it may go on. Checked before the token's visitor is read from PostgreSQL."""
-        if self.visitor_connections is None:
-            return None
-        wait = self.visitor_connections.take(str(visitor_id))
-        if not wait:
-            return None
-        return Limited(
-            "connections_per_visitor_per_minute",
-            "too many new connections for this chat; reconnect later",
-            _seconds(wait),
-        )
+        message = "too many new connections for this chat; reconnect later"
+        return _take(self.visitor_connections, str(visitor_id), "connections_per_visitor_per_minute", message)
 
     def open_visitor_socket(self, visitor_id: uuid.UUID) -> Limited | None:
         """Count a socket of `visitor_id` as open (the caller calls `close_visitor_socket` when it ends), or say

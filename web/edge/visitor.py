@@ -4,10 +4,10 @@ Five tasks per socket: `_receive` reads and validates frames (and passes `typing
 the socket's frame budget, web/edge/abuse.py); `_send_outbox` publishes the visitor's messages one at a time (so
 seq order is send order) through web/edge/thread.py, and acks each once stored; `_deliver` sends the thread in seq
 order with no gap and no duplicate, from NATS events when they line up and from PostgreSQL when they do not,
-and the `typing` and `read` frames in the order their events came; `_heartbeat` pings; `_until_cut` closes the
-socket when its tenant is suspended (web/edge/access.py). When any of them ends, the socket closes and the client
-reconnects and catches up. Before any of them, `visitor_endpoint` applies the per-address limits, then the
-per-visitor ones (as soon as the token's signature is checked, before any query).
+and the `typing` and `read` frames in the order their events came; `_heartbeat` pings a client silent for a
+heartbeat; `_until_cut` closes the socket when its tenant is suspended (web/edge/access.py). When any of them
+ends, the socket closes and the client reconnects and catches up. Before any of them, `visitor_endpoint` applies
+the per-address limits, then the per-visitor ones (as soon as the token's signature is checked, before any query).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any, NamedTuple
 
@@ -66,6 +67,7 @@ class VisitorSocket:
         # client_ids JetStream holds from this socket and the client has no ack for yet (insertion order: oldest
         # first). Sending one again cannot change the order, so it passes a block (_send_outbox).
         self.in_stream: dict[str, None] = {}
+        self.heard_at = time.monotonic()  # the last frame from the client
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -109,7 +111,8 @@ class VisitorSocket:
 
     async def _hello(self, hello: protocol.Hello) -> None:
         state = await self.link.state()
-        await self.send(protocol.welcome(str(self.link.claims.visitor_id), state.last_seq, state.read_seq))
+        visitor_id, beat = str(self.link.claims.visitor_id), self.limits.heartbeat_seconds
+        await self.send(protocol.welcome(visitor_id, state.last_seq, state.read_seq, beat))
         self.delivered = min(hello.last_seq, state.last_seq)
         self.resync()
 
@@ -170,6 +173,7 @@ class VisitorSocket:
                 return
             if message["type"] == "websocket.disconnect":
                 return
+            self.heard_at = time.monotonic()
             text = message.get("text")
             frame: protocol.ClientFrame | None = None
             refused: dict[str, Any] = {}
@@ -209,9 +213,15 @@ class VisitorSocket:
                     self.outbox.put_nowait(frame)
 
     async def _heartbeat(self) -> None:
+        # Only a silent client is pinged: the widget pings first (and any frame shows it is there), so an idle
+        # widget costs one round trip per interval, not two (docs/protocol.md, "Heartbeats").
+        beat = self.limits.heartbeat_seconds
         while True:
-            await asyncio.sleep(self.limits.heartbeat_seconds)
-            await self.send(protocol.PING)
+            wait = self.heard_at + beat - time.monotonic()
+            if wait <= 0:
+                await self.send(protocol.PING)
+                wait = beat
+            await asyncio.sleep(wait)
 
     def lose_access(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None, reason: str) -> None:
         if user_id is None and tenant_id == self.link.claims.tenant_id:

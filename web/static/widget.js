@@ -417,6 +417,7 @@
       note.hidden = true;
       note.textContent = T.offline;
       setAgentRead(frame.read_seq);
+      if (frame.heartbeat_seconds && state.ws) { state.ws.beat = frame.heartbeat_seconds * 1000; heartbeat(); }
       refreshPending();
       flushOutbox();
       if (!fired.ready) {
@@ -608,23 +609,28 @@
   }
   window.addEventListener("offline", hangUp);
 
-  // Heartbeat: after 8 s without a frame the widget pings (the server answers at once); after 16 s the socket
-  // is dead (a laptop that slept, a network that changed under it) and a new connection catches up. A dead
-  // socket's close can take minutes, so it is dropped without waiting for one.
-  setInterval(function () {
-    var ws = state.ws;
-    if (!ws || ws.readyState !== 1 || !ws.heardAt) return;
-    var silent = Date.now() - ws.heardAt;
-    if (silent > 16000) {
+  // Heartbeat, the server's (welcome.heartbeat_seconds, 20 s by default): after 0.6 of it without a frame the
+  // widget pings, and the server, which pings only a client it has not heard from for a whole heartbeat, stays
+  // quiet: one round trip per interval. After a heartbeat and 2 s the socket is dead (a laptop that slept, a
+  // network that changed under it) and a new connection catches up. A dead socket's close can take minutes,
+  // so it is dropped without waiting for one. Checked every fifth of a heartbeat, at most every 4 s.
+  var heartbeatTimer = null;
+  function heartbeat() {
+    var ws = state.ws, beat = (ws && ws.beat) || 20000;
+    var silent = ws && ws.readyState === 1 && ws.heardAt ? Date.now() - ws.heardAt : 0;
+    if (silent > beat + 2000) {
       ws.onclose = null;
       ws.deliberate = true;
       try { ws.close(); } catch (e) { /* already gone */ }
       state.ws = null;
       reconnect();
-    } else if (silent > 8000) {
+    } else if (silent > 0.6 * beat) {
       ws.send(JSON.stringify({ type: "ping" }));
     }
-  }, 4000);
+    clearTimeout(heartbeatTimer);
+    heartbeatTimer = setTimeout(heartbeat, Math.min(4000, beat / 5));
+  }
+  heartbeat();
   window.addEventListener("online", function () {
     if (state.timer) { clearTimeout(state.timer); state.timer = null; state.retry = 0; connect(); }
   });
