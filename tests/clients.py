@@ -7,11 +7,25 @@ import asyncio
 import html
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import websockets
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
+    """Wait until `check()` returns something true (the workers act asynchronously), and return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}; last: {result!r}")
+        time.sleep(0.1)
 
 
 def session(base_url: str, site_key: str, token: str | None = None, origin: str | None = None) -> httpx.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 
@@ -11,6 +12,12 @@ from desk.actions.messages import Inbound, do_store_messages
 from desk.actions.tenants import do_bootstrap_tenant, do_create_user
 from desk.db import system_session, tenant_session
 from desk.models import Conversation, Site, Tenant, Visitor
+
+
+def tenant_id_of(tenant: dict[str, Any]) -> uuid.UUID:
+    """The id of a tenant the stack bootstrapped (its `bootstrap` JSON names it by slug)."""
+    with system_session() as session:
+        return session.scalar(select(Tenant.id).where(Tenant.slug == tenant["tenant"]))
 
 
 def new_tenant() -> uuid.UUID:

@@ -22,7 +22,7 @@ from desk.embedded import free_port
 from desk.models import Message
 from tests.clients import Agent, Visitor, start_conversation
 from tests.conftest import Stack
-from tests.test_routing_queue import tenant_id_of
+from tests.factories import tenant_id_of
 
 
 def test_the_console_needs_a_login(stack: Stack) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import time
 import uuid
 from typing import Any
 
@@ -18,7 +17,7 @@ from desk.actions.messages import Inbound, do_store_messages
 from desk.db import system_session, tenant_session
 from desk.models import Conversation, Tenant
 from desk.queries import inbox
-from tests.clients import Agent, Visitor
+from tests.clients import Agent, Visitor, eventually
 from tests.conftest import Stack
 from tests.factories import new_agent, new_visitor
 
@@ -159,15 +158,6 @@ def inbox_fragment(agent: Agent, **args: str) -> str:
     return response.text
 
 
-def eventually(check: Any, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
 def log_in(stack: Stack, login: dict[str, str]) -> Agent:
     agent = Agent(stack.base_url)
     assert agent.login(login["email"], login["password"]).status_code == 200
@@ -190,9 +180,9 @@ def test_mine_unassigned_and_all_over_http_with_routing_and_counts(stack: Stack)
         """The router gives the online agent the visitor's chat; the agent answers it before going offline (a
         routed chat nobody answered goes back to the queue when its agent leaves: docs/architecture.md)."""
         conversation = asyncio.run(visitor_writes(body))
-        assert eventually(lambda: body in inbox_fragment(agent, view="mine"))
+        eventually(lambda: body in inbox_fragment(agent, view="mine"), f"{body!r} in Mine")
         assert agent.reply(conversation, answer).status_code == 200
-        assert eventually(lambda: answer in inbox_fragment(agent, view="mine"))
+        eventually(lambda: answer in inbox_fragment(agent, view="mine"), f"{answer!r} in Mine")
         agent.set_presence("offline")
 
     ann = log_in(stack, ann_login)  # logging in puts Ann online: the router gives her the next conversation
@@ -200,7 +190,7 @@ def test_mine_unassigned_and_all_over_http_with_routing_and_counts(stack: Stack)
     bob = log_in(stack, bob_login)
     routed_and_answered(bob, "For Bob", "Bob answers")
     asyncio.run(visitor_writes("For nobody"))  # nobody online: it waits in the queue
-    assert eventually(lambda: "For nobody" in inbox_fragment(ann, view="unassigned"))
+    eventually(lambda: "For nobody" in inbox_fragment(ann, view="unassigned"), "the chat in Unassigned")
 
     mine = rows_of(inbox_fragment(ann, view="mine"))
     assert [(r["preview"], r["assignee"]) for r in mine] == [("Ann answers", "Ann")]
@@ -242,7 +232,7 @@ def test_a_row_shows_unread_messages_and_the_wait_until_the_agent_reads_and_answ
     assert 'data-unread="0"' in inbox_fragment(agent)
 
     assert agent.reply(conversation, "Yes, how can I help?").status_code == 200
-    [row] = eventually(lambda: [r for r in rows_of(inbox_fragment(agent)) if r["waiting"] is None])
+    [row] = eventually(lambda: [r for r in rows_of(inbox_fragment(agent)) if r["waiting"] is None], "a row answered")
     assert row["preview"] == "Yes, how can I help?"
 
 

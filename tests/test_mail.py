@@ -11,7 +11,6 @@ import os
 import smtplib
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,27 +29,12 @@ from desk.models import Conversation, MailDelivery, MailSettings, MailThread, Me
 from desk.settings import Mail
 from desk.settings import load as load_settings
 from tests import clients
-from tests.clients import Agent
+from tests.clients import Agent, eventually
 from tests.conftest import Stack
+from tests.factories import tenant_id_of
 from tests.smtp_server import SmtpServer
 
 # -- helpers -----------------------------------------------------------------------------------------------------------
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}; last: {result!r}")
-        time.sleep(0.1)
-
-
-def tenant_id_of(tenant: dict[str, Any]) -> uuid.UUID:
-    with system_session() as session:
-        return session.scalar(select(Tenant.id).where(Tenant.slug == tenant["tenant"]))
 
 
 def owner_of(tenant_id: uuid.UUID) -> User:

@@ -15,8 +15,8 @@ from desk import subjects
 from desk.settings import ROOT
 from tests.clients import Agent, Visitor, session
 from tests.conftest import Stack
+from tests.factories import tenant_id_of
 from tests.test_dead_letter import wait_until_gone
-from tests.test_routing_queue import tenant_id_of
 
 
 def test_two_hundred_messages_are_acked_once_in_order_and_the_agent_replies(stack: Stack) -> None:

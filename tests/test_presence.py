@@ -25,12 +25,12 @@ from desk.actions.conversations import do_snooze
 from desk.actions.presence import do_heartbeat
 from desk.db import system_session, tenant_session
 from desk.embedded import NatsServer
-from desk.models import Conversation, Tenant, User
+from desk.models import Conversation, User
 from desk.queries.timeline import timeline
 from desk.settings import ROOT
 from tests.clients import Agent, BackgroundLoop, start_conversation
 from tests.conftest import Stack
-from tests.factories import new_agent, new_conversation
+from tests.factories import new_agent, new_conversation, tenant_id_of
 from workers import sweeper as sweeper_worker
 
 GRACE = 2  # seconds of silence before the test's sweeper turns an agent away
@@ -133,11 +133,6 @@ def roster(agent: Agent) -> dict[str, str]:
     assert page.status_code == 200
     items = re.findall(r'data-presence="(\w+)">.*?<span class="name">([^<(]+)', page.text, re.S)
     return {name.strip(): presence for presence, name in items}
-
-
-def tenant_id_of(tenant: dict[str, Any]) -> uuid.UUID:
-    with system_session() as session:
-        return session.scalar(select(Tenant.id).where(Tenant.slug == tenant["tenant"]))
 
 
 def user_id_of(login: dict[str, str]) -> uuid.UUID:

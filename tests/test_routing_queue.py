@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -19,29 +18,12 @@ from sqlalchemy import select
 
 from desk import audit, bus, subjects
 from desk.actions.agents import do_update_agent
-from desk.db import system_session, tenant_session
+from desk.db import tenant_session
 from desk.models import Conversation, ConversationEvent, Tenant, User
 from desk.queries.queue import queue_places
-from tests.clients import Agent, Visitor
+from tests.clients import Agent, Visitor, eventually
 from tests.conftest import Stack
-from tests.factories import new_agent, new_conversation
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Wait until `check()` returns something true (the workers act asynchronously), and return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}; last: {result!r}")
-        time.sleep(0.1)
-
-
-def tenant_id_of(tenant: dict[str, Any]) -> uuid.UUID:
-    with system_session() as session:
-        return session.scalar(select(Tenant.id).where(Tenant.slug == tenant["tenant"]))
+from tests.factories import new_agent, new_conversation, tenant_id_of
 
 
 def set_routing(tenant_id: uuid.UUID, **values: Any) -> None:

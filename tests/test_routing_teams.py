@@ -22,17 +22,10 @@ from desk import audit
 from desk.actions import hours, rules, teams
 from desk.db import tenant_session
 from desk.models import ConversationEvent, User
+from tests.clients import eventually
 from tests.conftest import Stack
-from tests.test_routing_queue import (
-    conversations,
-    eventually,
-    log_in,
-    resolve,
-    set_capacity,
-    set_routing,
-    tenant_id_of,
-    waiting_order,
-)
+from tests.factories import tenant_id_of
+from tests.test_routing_queue import conversations, log_in, resolve, set_capacity, set_routing, waiting_order
 
 ADMIN = audit.Client("127.0.0.1", "test")
 

@@ -14,16 +14,12 @@ from sqlalchemy import select
 
 from desk.actions.messages import Inbound, do_store_messages
 from desk.db import system_session, tenant_session
-from desk.models import Site, Tenant
+from desk.models import Site
 from desk.queries import search as s
 from desk.visitor_context import identity_hash
 from tests.clients import Agent, logged_in_agent
 from tests.conftest import Stack
-
-
-def tenant_id_of(tenant: dict[str, Any]) -> uuid.UUID:
-    with system_session() as session:
-        return session.scalar(select(Tenant.id).where(Tenant.slug == tenant["tenant"]))
+from tests.factories import tenant_id_of
 
 
 def new_visitor(stack: Stack, tenant: dict[str, Any], **identity: str) -> uuid.UUID:

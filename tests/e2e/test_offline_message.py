@@ -20,8 +20,9 @@ from desk.models import Conversation
 from tests.clients import logged_in_agent
 from tests.conftest import Stack
 from tests.e2e.test_widget import host_page, new_context, serve, shop_url
+from tests.factories import tenant_id_of
 from tests.smtp_server import SmtpServer
-from tests.test_mail import closed_now, inbound, smtp, tenant_id_of, use_mail_server  # noqa: F401 - fixtures
+from tests.test_mail import closed_now, inbound, smtp, use_mail_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 

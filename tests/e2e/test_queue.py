@@ -8,9 +8,10 @@ import uuid
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.clients import BackgroundLoop, Visitor
+from tests.clients import BackgroundLoop, Visitor, eventually
 from tests.conftest import Stack
-from tests.test_routing_queue import conversations, eventually, log_in, resolve, set_capacity, set_routing, tenant_id_of
+from tests.factories import tenant_id_of
+from tests.test_routing_queue import conversations, log_in, resolve, set_capacity, set_routing
 
 pytestmark = pytest.mark.browser
 
