@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # A pooled connection idle longer than this is pinged before use (see _ping_if_idle).
 PING_IDLE_SECONDS = 1.0
+# PostgreSQL connections a process holds at most (see engine()); plan max_connections for 20 per process.
+POOL_SIZE = 20
 
 # The role the policies of migration 0008 bind; a superuser or BYPASSRLS login would ignore them.
 APP_ROLE = "deskbell_app"
@@ -59,7 +61,10 @@ def engine(url: str | None = None) -> Engine:
     url = url or settings.load().database_url
     if not url:
         raise RuntimeError("DATABASE_URL is not set (the dev runner sets it for the embedded PostgreSQL).")
-    created = create_engine(settings.sqlalchemy_url(url), pool_size=10, max_overflow=10)
+    # Up to POOL_SIZE connections a process, each kept once opened: a web process's 16 Flask threads and its edge's
+    # executor reach that under a burst, and overflow connections (opened, then closed on return) cost PostgreSQL
+    # a backend start and this process a SET ROLE each: 200 of them in a storm of 2,000 visitors with 10 + 10.
+    created = create_engine(settings.sqlalchemy_url(url), pool_size=POOL_SIZE, max_overflow=0)
     event.listen(created, "connect", _become_app_role)
     event.listen(created, "checkin", _note_checkin)
     event.listen(created, "checkout", partial(_ping_if_idle, created.dialect))

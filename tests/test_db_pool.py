@@ -1,9 +1,12 @@
 """The connection pool (desk/db.py): a connection that sat idle is checked before use, so a PostgreSQL restart or
-a connection cut while idle costs no request an error; a connection reused at once is not pinged."""
+a connection cut while idle costs no request an error; a connection reused at once is not pinged; a burst as
+wide as the pool opens its connections once and keeps them."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
 
 import psycopg
 import pytest
@@ -44,3 +47,20 @@ def test_only_a_connection_idle_for_a_while_is_pinged(database_url: str, monkeyp
     time.sleep(db.PING_IDLE_SECONDS + 0.2)
     backend_pid(engine)
     assert len(pings) == 1
+
+
+def test_a_burst_as_wide_as_the_pool_opens_each_connection_once_and_keeps_it(database_url: str) -> None:
+    engine = db.engine()
+    engine.dispose()
+    together = Barrier(db.POOL_SIZE)
+
+    def in_a_burst(_: int) -> int:
+        with engine.connect() as connection:
+            together.wait(10)  # every connection checked out at once, as under a storm of new visitors
+            return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    with ThreadPoolExecutor(db.POOL_SIZE) as threads:
+        first = set(threads.map(in_a_burst, range(db.POOL_SIZE)))
+        second = set(threads.map(in_a_burst, range(db.POOL_SIZE)))
+    assert len(first) == db.POOL_SIZE
+    assert second == first, "the same PostgreSQL backends: none closed on return and opened again"
