@@ -102,7 +102,7 @@ class VisitorClient:
         await asyncio.wait_for(self.welcomed.wait(), 30)
         # Only now do new messages go on this socket; until now they waited in the outbox, sent here.
         self.ws = ws
-        self.connected_at = asyncio.get_running_loop().time()
+        self.connected_at = self.heard_at = asyncio.get_running_loop().time()
         for client_id, body in list(self.unacked.items()):
             await self._send_frame(client_id, body)
 

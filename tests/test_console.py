@@ -103,22 +103,22 @@ def test_a_client_that_pings_within_the_heartbeat_is_never_pinged_and_a_silent_o
         await visitor.connect()
         loop = asyncio.get_running_loop()
         talking: list[str] = []
-        until = loop.time() + 3.5  # three and a half heartbeats, a ping every 0.4 s
+        until = loop.time() + 7  # over two heartbeats, a ping every second
         while loop.time() < until:
             await visitor.send({"type": "ping"})
             with contextlib.suppress(TimeoutError):
                 while True:
-                    talking.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 0.4))["type"])
+                    talking.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 1))["type"])
         quiet: list[str] = []
         with contextlib.suppress(TimeoutError):
             while "ping" not in quiet:
-                quiet.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 3))["type"])
+                quiet.append(json.loads(await asyncio.wait_for(visitor.ws.recv(), 6))["type"])
         await visitor.close()
         return talking, quiet
 
-    with stack.another_web(DESKBELL_HEARTBEAT_SECONDS="1") as base_url:
+    with stack.another_web(DESKBELL_HEARTBEAT_SECONDS="3") as base_url:
         talking, quiet = asyncio.run(scenario(base_url))
-    assert talking.count("pong") >= 7 and "ping" not in talking, talking
+    assert talking.count("pong") >= 5 and "ping" not in talking, talking
     assert quiet == ["ping"]
 
 

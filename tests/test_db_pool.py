@@ -59,8 +59,11 @@ def test_a_burst_as_wide_as_the_pool_opens_each_connection_once_and_keeps_it(dat
             together.wait(10)  # every connection checked out at once, as under a storm of new visitors
             return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
-    with ThreadPoolExecutor(db.POOL_SIZE) as threads:
-        first = set(threads.map(in_a_burst, range(db.POOL_SIZE)))
-        second = set(threads.map(in_a_burst, range(db.POOL_SIZE)))
+    try:
+        with ThreadPoolExecutor(db.POOL_SIZE) as threads:
+            first = set(threads.map(in_a_burst, range(db.POOL_SIZE)))
+            second = set(threads.map(in_a_burst, range(db.POOL_SIZE)))
+    finally:
+        engine.dispose()  # this test process needs few of them afterwards
     assert len(first) == db.POOL_SIZE
     assert second == first, "the same PostgreSQL backends: none closed on return and opened again"

@@ -612,13 +612,14 @@
   // Heartbeat, the server's (welcome.heartbeat_seconds, 20 s by default): after 0.6 of it without a frame the
   // widget pings, and the server, which pings only a client it has not heard from for a whole heartbeat, stays
   // quiet: one round trip per interval. After a heartbeat and 2 s the socket is dead (a laptop that slept, a
-  // network that changed under it) and a new connection catches up. A dead socket's close can take minutes,
-  // so it is dropped without waiting for one. Checked every fifth of a heartbeat, at most every 4 s.
+  // network that changed under it) and a new connection catches up; in a hidden tab, whose timers may run once a
+  // minute so that only the server's pings arrive, after two. A dead socket's close can take minutes, so it is
+  // dropped without waiting for one. Checked every fifth of a heartbeat, at most every 4 s.
   var heartbeatTimer = null;
   function heartbeat() {
     var ws = state.ws, beat = (ws && ws.beat) || 20000;
     var silent = ws && ws.readyState === 1 && ws.heardAt ? Date.now() - ws.heardAt : 0;
-    if (silent > beat + 2000) {
+    if (silent > (document.hidden ? 2 * beat : beat + 2000)) {
       ws.onclose = null;
       ws.deliberate = true;
       try { ws.close(); } catch (e) { /* already gone */ }
