@@ -69,7 +69,8 @@ def ratios(figures: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     options, args = parse_options(argv)
     figures: dict[str, Any] = {"load_average_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp), options.agents, args.workers) as stack:
+    web = {"WEB_CONCURRENCY": str(args.web)}
+    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp), options.agents, args.workers, web) as stack:
         figures["raw"] = {
             "jetstream": asyncio.run(raw.jetstream(stack.nats_url)),
             "postgres": raw.postgres(stack.database_url),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -71,8 +72,9 @@ class RunningStack:
 def running_stack(base: Path, agents: int, workers: int = 1, settings: dict[str, str] | None = None) -> Iterator[
     RunningStack
 ]:
-    """release, one `web` and `workers` × `worker` from the Procfile, a nats-server of its own and a database
-    of its own on DATABASE_URL's PostgreSQL server (else the embedded one); a tenant with `agents` agents."""
+    """release, `web` (WEB_CONCURRENCY processes, from `settings`) and `workers` × `worker` from the Procfile, a
+    nats-server of its own and a database of its own on DATABASE_URL's PostgreSQL server (else the embedded one); a
+    tenant with `agents` agents."""
     from tests.conftest import Stack, wait_ready  # the test suite's process runner, reused as it is
 
     server = os.environ.get("DATABASE_URL") or start_postgres(base / "pg", database="postgres")
@@ -127,6 +129,15 @@ class Options:
 
 
 STORM_CONCURRENCY = 200  # connects under way at once: httpx's pool slows down with thousands queued in it
+# httpx clients the visitors share: one pool's bookkeeping grows with its connections (with one pool of 200, the
+# harness used more CPU in a storm than the web process), and a connection is dropped before the server's
+# keep-alive of 5 s ends (so that a request never meets a connection the server is closing).
+HTTP_CLIENTS = 20
+HTTP_LIMITS = httpx.Limits(
+    max_connections=STORM_CONCURRENCY // HTTP_CLIENTS,
+    max_keepalive_connections=STORM_CONCURRENCY // HTTP_CLIENTS,
+    keepalive_expiry=2.0,
+)
 
 
 async def _storm(visitors: list[VisitorClient]) -> tuple[float, int]:
@@ -208,13 +219,18 @@ def _step_figures(record: Record, step: int, rate: float, seconds: float) -> dic
 async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
     """The whole measurement against a running stack; returns the figures (the JSON that is written)."""
     record = Record()
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with contextlib.AsyncExitStack() as clients:
+        https = [
+            await clients.enter_async_context(httpx.AsyncClient(timeout=30, limits=HTTP_LIMITS))
+            for _ in range(HTTP_CLIENTS)
+        ]
         site_key = stack.tenant["site_key"]
-        visitors = [VisitorClient(record, http, stack.base_url, site_key, f"v{i}") for i in range(o.visitors)]
+        visitors = [
+            VisitorClient(record, https[i % HTTP_CLIENTS], stack.base_url, site_key, f"v{i}") for i in range(o.visitors)
+        ]
         agents = [AgentClient(record, stack.base_url, a["email"], a["password"]) for a in stack.tenant["agents"]]
         await asyncio.gather(*(a.start() for a in agents))
-        warm = VisitorClient(record, http, stack.base_url, site_key, "warm-up")  # the first request loads lazily
+        warm = VisitorClient(record, https[0], stack.base_url, site_key, "warm-up")  # the first request loads lazily
         await warm.connect()
         await warm.close()
         storm_seconds, storm_failed = await _storm(visitors)
@@ -234,7 +250,7 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
             or any(r.acked_at and cid not in record.reply_seen for cid, r in record.replies.items())
         ):
             await asyncio.sleep(0.2)
-        idle = await _idle(record, http, stack, site_key, o) if o.idle else None
+        idle = await _idle(record, https, stack, site_key, o) if o.idle else None
         beating.cancel()
         for v in visitors:
             await v.close()
@@ -267,13 +283,15 @@ async def _lag(nats_url: str) -> int:
         await nc.close()
 
 
-async def _idle(record: Record, http: httpx.AsyncClient, stack: RunningStack, site_key: str, o: Options) -> dict:
+async def _idle(
+    record: Record, https: list[httpx.AsyncClient], stack: RunningStack, site_key: str, o: Options
+) -> dict:
     """`o.idle` more visitors connect at once and stay silent but for their heartbeats (widget.js's: a ping
     when the server has said nothing for a while, a pong to its ping): the web process's RSS per socket and its
     CPU over `o.idle_seconds`."""
     web = next(g for g in stack.groups if g.name == "web")
     before = web.rss_bytes()
-    idle = [VisitorClient(record, http, stack.base_url, site_key, f"idle{i}") for i in range(o.idle)]
+    idle = [VisitorClient(record, https[i % len(https)], stack.base_url, site_key, f"idle{i}") for i in range(o.idle)]
     seconds, failed = await _storm(idle)
     beating = asyncio.create_task(heartbeats(idle))
     usage = Usage([web, this_process()])
@@ -354,6 +372,7 @@ def parse_options(argv: list[str] | None = None) -> tuple[Options, argparse.Name
     parser.add_argument("--idle", type=int, default=d.idle, help="idle sockets to hold after the steps")
     parser.add_argument("--idle-seconds", type=float, default=d.idle_seconds)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--web", type=int, default=1, help="web processes on the one port (WEB_CONCURRENCY)")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for load.json and load.svg")
     args = parser.parse_args(argv)
     options = Options(
@@ -371,7 +390,8 @@ def parse_options(argv: list[str] | None = None) -> tuple[Options, argparse.Name
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     options, args = parse_options(argv)
-    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp), options.agents, args.workers) as stack:
+    web = {"WEB_CONCURRENCY": str(args.web)}
+    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp), options.agents, args.workers, web) as stack:
         figures = asyncio.run(run_load(stack, options))
     figures["load_average"] = os.getloadavg()
     json_path, svg_path = write_outputs(figures, args.out, "Deskbell: visitor message send → stored ack")

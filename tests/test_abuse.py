@@ -16,7 +16,7 @@ from web.edge.abuse import (
     ip_key,
     session_limiter,
     session_refusal,
-    signed_visitor,
+    signed_claims,
 )
 
 
@@ -141,7 +141,7 @@ def test_the_per_address_and_per_visitor_counts_are_separate() -> None:
 def test_a_token_names_its_visitor_only_when_its_signature_holds() -> None:
     visitor = uuid.uuid4()
     token = tokens.issue("secret", tokens.VisitorClaims(uuid.uuid4(), uuid.uuid4(), visitor))
-    assert signed_visitor("secret", token, Limits()) == visitor
-    assert signed_visitor("another secret", token, Limits()) is None
-    assert signed_visitor("secret", token + "x", Limits()) is None
-    assert signed_visitor("secret", "", Limits()) is None
+    assert signed_claims("secret", token, Limits()).visitor_id == visitor
+    assert signed_claims("another secret", token, Limits()) is None
+    assert signed_claims("secret", token + "x", Limits()) is None
+    assert signed_claims("secret", "", Limits()) is None

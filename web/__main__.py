@@ -3,13 +3,21 @@
 Run from here rather than the hypercorn command so that SIGTERM first drains the socket edge (each socket
 finishes the message it is storing, then is closed with 1012 so the client reconnects to another edge), and
 only then Hypercorn stops listening and waits for requests in flight (docs/operations.md, "Restarts").
+
+`WEB_CONCURRENCY=N` (the name Procfile platforms and other Python servers use; default 1) runs N such processes
+on the one port, for a machine with more cores than one web process can use: this one starts N - 1 more, each
+listens with SO_REUSEPORT, and the kernel spreads new connections among them. Each is a whole web process, as
+any of them run N times would be (docs/scaling.md); a SIGTERM here reaches them all, and when one of them ends
+the others are stopped too, so that the supervisor sees it and restarts the lot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+import sys
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -35,6 +43,16 @@ ws_stream.PerMessageDeflate = _NoCompression  # type: ignore[misc]
 
 # After the edge has drained: how long Hypercorn waits for requests (long-polls, pages) still running.
 GRACEFUL_SECONDS = 10.0
+SIBLING = "DESKBELL_WEB_SIBLING"  # set in the processes the first one starts for WEB_CONCURRENCY
+log = logging.getLogger("web")
+
+
+def concurrency() -> int:
+    """WEB_CONCURRENCY: how many web processes share this port."""
+    value = os.environ.get("WEB_CONCURRENCY") or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"WEB_CONCURRENCY must be a whole number of processes, 1 or more (it is {value!r})")
+    return int(value)
 
 
 async def main() -> None:
@@ -44,19 +62,44 @@ async def main() -> None:
     config.bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
     config.graceful_timeout = float(os.environ.get("DESKBELL_GRACEFUL_SECONDS") or GRACEFUL_SECONDS)
     config.accesslog = None
+    processes = concurrency()
+    # Hypercorn gives its listening sockets SO_REUSEPORT when it has more than one worker; serve() runs one, and
+    # the other processes are started below.
+    config.workers = processes
     # A frame a little over the protocol's limit still gets its frame_too_large error frame (docs/protocol.md);
     # one far over it is cut by Hypercorn (close 1009) before it is buffered whole.
     config.websocket_max_message_size = 2 * settings.load().limits.frame_bytes + 1024
+    count = 0 if os.environ.get(SIBLING) else processes - 1
+    env = {**os.environ, SIBLING: "1"}
+    siblings = [await asyncio.create_subprocess_exec(sys.executable, "-m", "web", env=env) for _ in range(count)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping(sig: int) -> None:
+        stop.set()
+        for sibling in siblings:
+            if sibling.returncode is None:
+                sibling.send_signal(sig)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping, sig)
+
+    async def watch(sibling: asyncio.subprocess.Process) -> None:
+        code = await sibling.wait()
+        if not stop.is_set():
+            log.error("web: process %d ended (%s); stopping the others", sibling.pid, code)
+            stopping(signal.SIGTERM)
+
+    watching = [asyncio.create_task(watch(sibling)) for sibling in siblings]
 
     async def drained() -> None:
         await stop.wait()
         await app.state.hub.drain()
 
     await serve(app, config, shutdown_trigger=drained)  # type: ignore[arg-type]
+    await asyncio.gather(*watching)
+    if any(sibling.returncode for sibling in siblings):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,9 @@ def facts_of(visitor: Visitor, conversation: Conversation | None = None) -> rule
     )
 
 
+UNREAD: Any = object()  # a tenant's settings not yet read (None is a tenant without settings)
+
+
 def _settings_of_tenant(session: Session) -> dict[str, Any] | None:
     """The settings of the session's own tenant (by id: row-level security is the second line, not the only one)."""
     return session.scalar(select(Tenant.settings).where(Tenant.id == session.info.get("tenant_id")))
@@ -228,19 +231,22 @@ def do_apply_rules(session: Session, conversation_id: uuid.UUID) -> TeamRouted |
     return routed
 
 
-def visitor_team(session: Session, visitor: Visitor) -> uuid.UUID | None:
+def visitor_team(session: Session, visitor: Visitor, tenant_settings: Any = UNREAD) -> uuid.UUID | None:
     """The team the rules would give a conversation this visitor starts now (on their current page; no labels
-    yet), or None: for the widget's session, to show that team's business hours."""
+    yet), or None: for the widget's session, to show that team's business hours. `tenant_settings`: the
+    tenant's settings when the caller has read them already."""
+    current = stored_rules(_settings_of_tenant(session) if tenant_settings is UNREAD else tenant_settings)
+    if not current:  # the common case: no team to look up
+        return None
     teams = set(session.scalars(select(Team.id)))
-    live = [r for r in stored_rules(_settings_of_tenant(session)) if _team_id(r) in teams]
-    found = rules.first_match(live, facts_of(visitor))
+    found = rules.first_match([r for r in current if _team_id(r) in teams], facts_of(visitor))
     return _team_id(found[1]) if found else None
 
 
-def hours_for_visitor(session: Session, visitor: Visitor) -> mail_hours.HoursStatus:
+def hours_for_visitor(session: Session, visitor: Visitor, tenant_settings: Any = UNREAD) -> mail_hours.HoursStatus:
     """The business hours that hold this visitor's next conversation (routing's, desk/actions/routing.py): the
     schedule of the team the rules pick, else the tenant's default. What the widget's session should say."""
-    team_id = visitor_team(session, visitor)
+    team_id = visitor_team(session, visitor, tenant_settings)
     schedule = schedule_of(session, team_id) if team_id else None
     return mail_hours.status(schedule or schedule_of(session, None))
 

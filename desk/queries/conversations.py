@@ -6,8 +6,9 @@ The console reads conversations through inbox.py (the lists) and timeline.py (a 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ScalarSelect, Select, func, select
 
 from desk.models import Conversation, Message, Visitor
 
@@ -43,8 +44,13 @@ def open_conversation_id(visitor_id: uuid.UUID) -> Select[tuple[uuid.UUID]]:
 
 def thread_state(visitor_id: uuid.UUID) -> Select[tuple[int | None, uuid.UUID | None, int]]:
     """(the thread's last seq or None for no such visitor, its open conversation, how far agents have read) in one
-    statement: what `welcome` says, read on every connection (a storm of them is issue 10)."""
-    return select(
+    statement: what `welcome` says."""
+    return select(*thread_state_columns(visitor_id))
+
+
+def thread_state_columns(visitor_id: uuid.UUID) -> tuple[ScalarSelect[Any], ...]:
+    """`thread_state`'s three columns, for a statement that reads more beside them (a new socket's, issue 10)."""
+    return (
         select(Visitor.last_seq).where(Visitor.id == visitor_id).scalar_subquery(),
         open_conversation_id(visitor_id).scalar_subquery(),
         visitor_read_seq(visitor_id).scalar_subquery(),

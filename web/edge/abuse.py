@@ -160,11 +160,10 @@ class OpenCounts:
             self.open.pop(key, None)
 
 
-def signed_visitor(secret_key: str, token: str, limits: Limits) -> uuid.UUID | None:
-    """The visitor a token names when its signature holds and it has not expired: CPU only, no query, so the
-    per-visitor limits are checked before `authorize` (web/edge/thread.py) reads the visitor and its site."""
-    claims = tokens.verify(secret_key, token, limits.visitor_token_days * 86400)
-    return claims.visitor_id if claims is not None else None
+def signed_claims(secret_key: str, token: str, limits: Limits) -> tokens.VisitorClaims | None:
+    """What a token says when its signature holds and it has not expired: CPU only, no query, so the per-visitor
+    limits are checked before `VisitorLink.admit` (web/edge/thread.py) reads the visitor and its site."""
+    return tokens.verify(secret_key, token, limits.visitor_token_days * 86400)
 
 
 class EdgeLimits:

@@ -25,6 +25,7 @@ class Resyncable(Protocol):
 # How long a draining edge waits for its sockets' messages in flight to be acked before closing anyway (the
 # clients re-send whatever was not acked, so this bounds the restart, not the safety).
 DRAIN_SECONDS = 8.0
+FLUSH_SECONDS = 2.0
 
 
 class Hub:
@@ -81,4 +82,13 @@ class Hub:
         return self.nc
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
-        return await self.client().subscribe(subject, cb=handler)
+        """Returns once the server has the subscription (a PING answered after it), so that PostgreSQL read after
+        this cannot miss an event sent in between. A flush cut short by a disconnect is covered by the resync
+        that follows the reconnect."""
+        nc = self.client()
+        subscription = await nc.subscribe(subject, cb=handler)
+        try:
+            await nc.flush(FLUSH_SECONDS)
+        except Exception as exc:  # nats-py raises several kinds while disconnected
+            log.info("edge: subscription to %s not confirmed: %s", subject, exc)
+        return subscription

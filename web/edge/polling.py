@@ -23,9 +23,9 @@ from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
 from web.edge import access
-from web.edge.abuse import EdgeLimits, Limited, signed_visitor
+from web.edge.abuse import EdgeLimits, Limited, signed_claims
 from web.edge.hub import Hub
-from web.edge.thread import Refusal, VisitorLink, authorize
+from web.edge.thread import BAD_TOKEN, SUSPENDED, Refusal, ThreadState, VisitorLink
 
 
 def _reply(request: Request, payload: dict[str, Any], status: int = 200) -> Response:
@@ -45,30 +45,39 @@ def _too_many(request: Request, limited: Limited) -> Response:
     return response
 
 
-async def _link(request: Request) -> VisitorLink | Response:
+def _refused(request: Request, refusal: Refusal) -> Response:
+    if refusal is SUSPENDED:  # as the widget's session request says
+        unavailable = {"error": "tenant_suspended", "message": "this chat is not available at the moment"}
+        return _reply(request, unavailable, 403)
+    return _reply(request, {"error": "refused", "code": refusal.close_code, "message": refusal.reason}, refusal.status)
+
+
+async def _link(request: Request) -> tuple[VisitorLink, ThreadState] | Response:
+    """The request's visitor, subscribed to its thread, and where the thread stands; or the refusal."""
     config: Settings = request.app.state.config
     hub: Hub = request.app.state.hub
     abuse: EdgeLimits = request.app.state.abuse
     # Each request counts as a new connection of its address, then of the visitor its token names (whatever the
     # address: the signature is checked on the CPU), before any query (web/edge/abuse.py).
-    token = request.query_params.get("token", "")
+    claims = signed_claims(config.secret_key, request.query_params.get("token", ""), config.limits)
     limited = abuse.connect(request.client.host if request.client else None)
-    if limited is None and (visitor_id := signed_visitor(config.secret_key, token, config.limits)):
-        limited = abuse.connect_visitor(visitor_id)
+    if limited is None and claims is not None:
+        limited = abuse.connect_visitor(claims.visitor_id)
     if limited is not None:
         return _too_many(request, limited)
-    claims = await authorize(config, token, request.headers.get("origin"))
-    if isinstance(claims, Refusal):
-        return _reply(request, {"error": "refused", "code": claims.close_code, "message": claims.reason}, claims.status)
-    if await asyncio.to_thread(access.suspended, claims.tenant_id):  # as the widget's session request says
-        unavailable = {"error": "tenant_suspended", "message": "this chat is not available at the moment"}
-        return _reply(request, unavailable, 403)
+    if claims is None:
+        return _refused(request, BAD_TOKEN)
     link = VisitorLink(hub, claims, config)
     try:
         await link.open()
     except BusUnavailable:
+        await link.close()
         return _reply(request, {"error": "unavailable", "message": "service unavailable; retry shortly"}, 503)
-    return link
+    admitted = await link.admit(request.headers.get("origin"))
+    if isinstance(admitted, Refusal):
+        await link.close()
+        return _refused(request, admitted)
+    return link, admitted
 
 
 def _too_many_frames(frames: list[Any], config: Settings) -> Limited | None:
@@ -91,9 +100,10 @@ async def poll(request: Request) -> Response:
             raise ValueError
     except ValueError:
         return _reply(request, {"error": "invalid_last_seq", "message": "last_seq must be a non-negative integer"}, 400)
-    link = await _link(request)
-    if isinstance(link, Response):
-        return link
+    linked = await _link(request)
+    if isinstance(linked, Response):
+        return linked
+    link, state = linked
     stored_event = asyncio.Event()
     heard: list[dict[str, Any]] = []  # typing and read frames heard while waiting
 
@@ -104,7 +114,6 @@ async def poll(request: Request) -> Response:
     link.on_message = lambda _stored: stored_event.set()
     link.on_signal = on_signal
     try:
-        state = await link.state()
         last_seq = min(last_seq, state.last_seq)  # as hello does: a client ahead of the thread gets all of it
         frames: list[dict[str, Any]] = [protocol.welcome(str(link.claims.visitor_id), state.last_seq, state.read_seq)]
         messages = await link.after(last_seq)
@@ -167,9 +176,10 @@ async def send(request: Request) -> Response:
     over = _too_many_frames(data["frames"], config)
     if over is not None:  # refused whole, before anything is stored: the client sends them again, fewer at a time
         return _too_many(request, over)
-    link = await _link(request)
-    if isinstance(link, Response):
-        return link
+    linked = await _link(request)
+    if isinstance(linked, Response):
+        return linked
+    link, _ = linked
     answers: list[dict[str, Any]] = []
     failed: dict[str, Any] | None = None
     try:

@@ -24,8 +24,8 @@ from desk import bus, metrics, protocol, signals, subjects, tokens
 from desk.actions.messages import Inbound, as_event
 from desk.bus import BusUnavailable, publish_durable
 from desk.db import tenant_session
-from desk.models import Site, Visitor
-from desk.queries.conversations import message_by_client_id, thread_after, thread_state
+from desk.models import Site, Tenant
+from desk.queries.conversations import message_by_client_id, thread_after, thread_state, thread_state_columns
 from desk.settings import Settings
 from web.edge.hub import Hub
 
@@ -63,27 +63,8 @@ class Refusal:
 BAD_TOKEN = Refusal(4401, 401, "invalid or expired token")
 UNKNOWN_VISITOR = Refusal(4401, 401, "unknown visitor")
 BAD_ORIGIN = Refusal(4403, 403, "origin not allowed")
-
-
-def _load_site_and_visitor(claims: tokens.VisitorClaims) -> tuple[Site | None, bool]:
-    """The token's site and whether its visitor exists, in one statement (every connection reads them: issue 10)."""
-    visitor = select(Visitor.id).where(Visitor.id == claims.visitor_id).exists()
-    with tenant_session(claims.tenant_id) as session:
-        found = session.execute(select(Site, visitor).where(Site.id == claims.site_id)).first()
-    return (found[0], found[1]) if found is not None else (None, False)
-
-
-async def authorize(config: Settings, token: str, origin: str | None) -> tokens.VisitorClaims | Refusal:
-    """The visitor a token names, if it is valid, the visitor exists and the browser's origin is allowed."""
-    claims = tokens.verify(config.secret_key, token, config.limits.visitor_token_days * 86400)
-    if claims is None:
-        return BAD_TOKEN
-    site, visitor_exists = await asyncio.to_thread(_load_site_and_visitor, claims)
-    if site is None or not visitor_exists:
-        return UNKNOWN_VISITOR
-    if not site.allows_origin(origin):
-        return BAD_ORIGIN
-    return claims
+# The tenant was suspended (or is being deleted): told with an `unavailable` error frame before the close.
+SUSPENDED = Refusal(1013, 403, "service unavailable")
 
 
 def _thread_after(claims: tokens.VisitorClaims, after: int) -> list[dict[str, Any]]:
@@ -108,6 +89,28 @@ def _thread_state(claims: tokens.VisitorClaims) -> ThreadState:
         read_seq=read_seq or 0,
         conversation_id=str(conversation_id) if conversation_id else None,
     )
+
+
+def _admission(claims: tokens.VisitorClaims, origin: str | None) -> ThreadState | Refusal:
+    """All a new connection reads of PostgreSQL, in one statement: the token's site (its allowed origins), the
+    tenant's status, and the visitor's thread as `welcome` tells it (a storm of connections is issue 10)."""
+    query = (
+        select(Site, Tenant.status, *thread_state_columns(claims.visitor_id))
+        .join(Tenant, Tenant.id == Site.tenant_id)
+        .where(Site.id == claims.site_id)
+    )
+    with tenant_session(claims.tenant_id) as session:
+        found = session.execute(query).first()
+    if found is None:
+        return UNKNOWN_VISITOR
+    site, status, last_seq, conversation_id, read_seq = found
+    if last_seq is None:  # no such visitor
+        return UNKNOWN_VISITOR
+    if not site.allows_origin(origin):
+        return BAD_ORIGIN
+    if status != "active":
+        return SUSPENDED
+    return ThreadState(last_seq, read_seq or 0, str(conversation_id) if conversation_id else None)
 
 
 def _stored(claims: tokens.VisitorClaims, client_id: str) -> dict[str, Any] | None:
@@ -140,6 +143,13 @@ class VisitorLink:
         self.subscription = await self.hub.subscribe(
             subjects.visitor_events(self.claims.tenant_id, self.claims.visitor_id), self._on_event
         )
+
+    async def admit(self, origin: str | None) -> ThreadState | Refusal:
+        """After `open`: may this connection go on (`_admission`), and where its thread stands if so."""
+        admitted = await asyncio.to_thread(_admission, self.claims, origin)
+        if isinstance(admitted, ThreadState):
+            self.conversation_id = admitted.conversation_id or self.conversation_id
+        return admitted
 
     async def close(self) -> None:
         if self.subscription is not None:

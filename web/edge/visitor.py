@@ -7,7 +7,9 @@ order with no gap and no duplicate, from NATS events when they line up and from 
 and the `typing` and `read` frames in the order their events came; `_heartbeat` pings a client silent for a
 heartbeat; `_until_cut` closes the socket when its tenant is suspended (web/edge/access.py). When any of them
 ends, the socket closes and the client reconnects and catches up. Before any of them, `visitor_endpoint` applies
-the per-address limits, then the per-visitor ones (as soon as the token's signature is checked, before any query).
+the per-address limits, then the per-visitor ones (as soon as the token's signature is checked, before any query),
+and `run` subscribes to the thread and reads PostgreSQL once (`VisitorLink.admit`: the site, the tenant's status and
+where the thread stands, which the first `welcome` tells).
 """
 
 from __future__ import annotations
@@ -26,10 +28,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from desk import metrics, protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
-from web.edge import access
-from web.edge.abuse import EdgeLimits, Limited, signed_visitor
+from web.edge.abuse import EdgeLimits, Limited, signed_claims
 from web.edge.hub import Hub
-from web.edge.thread import REPLAY_PAGE, Published, Refusal, VisitorLink, authorize, follows_on
+from web.edge.thread import (
+    BAD_TOKEN,
+    REPLAY_PAGE,
+    SUSPENDED,
+    Published,
+    Refusal,
+    ThreadState,
+    VisitorLink,
+    follows_on,
+)
 
 CLOSE_SILENT = 4408
 CLOSE_TOO_MANY_PENDING = 4429
@@ -56,6 +66,8 @@ class VisitorSocket:
         link.on_message = self._on_stored
         link.on_signal = self._on_signal
         self.delivered: int | None = None  # highest seq sent on this socket; None until `hello`
+        self.helloed = asyncio.Event()  # until the first `hello`, what comes for the thread waits on the queue
+        self.admitted: ThreadState | None = None  # the thread as read when the socket opened, for the first hello
         self.outbox: asyncio.Queue[protocol.Send] = asyncio.Queue(config.limits.pending_messages)
         self.deliveries: asyncio.Queue[Any] = asyncio.Queue()
         self.send_lock = asyncio.Lock()
@@ -84,10 +96,9 @@ class VisitorSocket:
         self.deliveries.put_nowait(RESYNC)
 
     async def _deliver(self) -> None:
+        await self.helloed.wait()
         while True:
             item = await self.deliveries.get()
-            if self.delivered is None:
-                continue  # before hello: the hello replay reads PostgreSQL, which already has it
             if isinstance(item, Signal):
                 await self.send(item.frame)  # a missed `read` is in the next welcome; `typing` is fleeting
                 continue
@@ -110,11 +121,16 @@ class VisitorSocket:
                     break
 
     async def _hello(self, hello: protocol.Hello) -> None:
-        state = await self.link.state()
+        # The first hello answers from the state read when the socket opened, after it subscribed: what was
+        # stored since waits on the queue, so PostgreSQL is read again only for a client that is behind.
+        state, first = (self.admitted, True) if self.admitted is not None else (await self.link.state(), False)
+        self.admitted = None
         visitor_id, beat = str(self.link.claims.visitor_id), self.limits.heartbeat_seconds
         await self.send(protocol.welcome(visitor_id, state.last_seq, state.read_seq, beat))
         self.delivered = min(hello.last_seq, state.last_seq)
-        self.resync()
+        if not first or self.delivered < state.last_seq:
+            self.resync()
+        self.helloed.set()
 
     async def _send_outbox(self) -> None:
         """Publish the socket's messages one at a time, in send order, each as soon as JetStream holds the one
@@ -228,11 +244,8 @@ class VisitorSocket:
             self.cut.set()
 
     async def _until_cut(self) -> None:
-        # Registered with the hub already: a suspension from now on is heard, one before it is read here.
-        if not await asyncio.to_thread(access.suspended, self.link.claims.tenant_id):
-            await self.cut.wait()
-        await self.send(protocol.error("unavailable", "this chat is not available at the moment"))
-        await self.ws.close(CLOSE_TRY_AGAIN, "service unavailable")
+        await self.cut.wait()
+        await refuse_unavailable(self.ws, self.send_lock)
 
     async def going_away(self) -> None:
         """The edge is restarting: finish the messages already taken (their acks go out), then close so that
@@ -243,15 +256,26 @@ class VisitorSocket:
         with contextlib.suppress(*GONE):
             await self.ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
 
-    async def run(self, hub: Hub) -> None:
+    async def run(self, hub: Hub, origin: str | None) -> None:
         """Until the visitor leaves or any of the socket's tasks fails: then close, and the client reconnects
         and catches up (a socket that only answers pings would look alive and do nothing)."""
+        # Subscribed and registered with the hub before PostgreSQL is read: a message stored from then on is on
+        # the queue, a suspension from then on is heard, and what came before is in the one read of `admit`.
         await self.link.open()
         hub.sockets.add(self)
         metrics.SOCKETS.labels("visitor_ws").inc()
-        parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat(), self._until_cut())
-        tasks = [asyncio.create_task(part) for part in parts]
+        tasks: list[asyncio.Task[None]] = []
         try:
+            admitted = await self.link.admit(origin)
+            if admitted is SUSPENDED:
+                await refuse_unavailable(self.ws)
+                return
+            if isinstance(admitted, Refusal):
+                await self.ws.close(admitted.close_code, admitted.reason)
+                return
+            self.admitted = admitted
+            parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat(), self._until_cut())
+            tasks = [asyncio.create_task(part) for part in parts]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             error = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
             if error is not None and not isinstance(error, GONE):
@@ -274,6 +298,15 @@ async def refuse(ws: WebSocket, limited: Limited, code: int, lock: asyncio.Lock 
         async with lock or asyncio.Lock():
             await ws.send_text(json.dumps(limited.frame(), separators=(",", ":")))
         await ws.close(code, limited.message[:120])  # a close reason is at most 123 bytes
+
+
+async def refuse_unavailable(ws: WebSocket, lock: asyncio.Lock | None = None) -> None:
+    """The tenant is suspended (web/edge/access.py): an `unavailable` error frame, then close 1013."""
+    with contextlib.suppress(*GONE):
+        async with lock or asyncio.Lock():
+            frame = protocol.error("unavailable", "this chat is not available at the moment")
+            await ws.send_text(json.dumps(frame, separators=(",", ":")))
+        await ws.close(CLOSE_TRY_AGAIN, "service unavailable")
 
 
 async def turn_away(ws: WebSocket, abuse: EdgeLimits, address: str | None, limited: Limited) -> None:
@@ -304,24 +337,21 @@ async def visitor_endpoint(ws: WebSocket) -> None:
         abuse.close_socket(address)
         await ws.close(CLOSE_RESTARTING, "server restarting; reconnect")
         return
-    token = ws.query_params.get("token", "")
     counted: uuid.UUID | None = None  # the visitor whose open sockets count this one
     try:
-        # Checking the signature is CPU only; `authorize` checks it again (cheap) and reads the visitor. An attacker
-        # with one visitor's token and many addresses is stopped here, before PostgreSQL or NATS hear of it.
-        visitor_id = signed_visitor(config.secret_key, token, config.limits)
-        if visitor_id is not None:
-            limited = abuse.connect_visitor(visitor_id) or abuse.open_visitor_socket(visitor_id)
-            if limited is not None:
-                await refuse(ws, limited, CLOSE_TRY_AGAIN)
-                return
-            counted = visitor_id
-        claims = await authorize(config, token, ws.headers.get("origin"))
-        if isinstance(claims, Refusal):
-            await ws.close(claims.close_code, claims.reason)
+        # Checking the signature is CPU only: an attacker with one visitor's token and many addresses is stopped
+        # here, before PostgreSQL or NATS hear of it.
+        claims = signed_claims(config.secret_key, ws.query_params.get("token", ""), config.limits)
+        if claims is None:
+            await ws.close(BAD_TOKEN.close_code, BAD_TOKEN.reason)
             return
+        limited = abuse.connect_visitor(claims.visitor_id) or abuse.open_visitor_socket(claims.visitor_id)
+        if limited is not None:
+            await refuse(ws, limited, CLOSE_TRY_AGAIN)
+            return
+        counted = claims.visitor_id
         try:
-            await VisitorSocket(ws, VisitorLink(hub, claims, config), config, abuse).run(hub)
+            await VisitorSocket(ws, VisitorLink(hub, claims, config), config, abuse).run(hub, ws.headers.get("origin"))
         except BusUnavailable:
             await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect shortly")
     finally:

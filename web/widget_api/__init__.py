@@ -79,8 +79,13 @@ def _site_tenant(site_key: str) -> uuid.UUID | None:
     return tenant_id
 
 
-def _site_and_status(site_key: str) -> Select[tuple[Site, str]]:
-    return select(Site, Tenant.status).join(Tenant, Tenant.id == Site.tenant_id).where(Site.site_key == site_key)
+def _site_and_tenant(site_key: str) -> Select[tuple[Site, str, dict[str, Any] | None, bool]]:
+    """The site, its tenant's status and settings, and whether an agent is online: one statement (issue 10)."""
+    return (
+        select(Site, Tenant.status, Tenant.settings, online_agent().exists())
+        .join(Tenant, Tenant.id == Site.tenant_id)
+        .where(Site.site_key == site_key)
+    )
 
 
 @bp.route("/api/v1/widget/session", methods=["OPTIONS"])
@@ -110,13 +115,13 @@ def create_session() -> ResponseReturnValue:
     if tenant_id is None:
         return _error(404, "unknown_site", "no site has this site_key")
     with tenant_session(tenant_id) as session:
-        # The site and its tenant's status, read in the transaction that makes the visitor: one transaction per
-        # session request, not three (issue 10).
-        found = session.execute(_site_and_status(site_key)).first()
+        # What the response says of the site and its tenant, read in the transaction that makes the visitor: one
+        # transaction per session request, and as few statements as can be (issue 10).
+        found = session.execute(_site_and_tenant(site_key)).first()
         if found is None:  # the site was deleted since its tenant was remembered
             _SITE_TENANTS.pop(site_key, None)
             return _error(404, "unknown_site", "no site has this site_key")
-        site, status = found
+        site, status, tenant_settings, agents_online = found
         if status == "suspended":  # SaaS: the operator suspended the tenant (docs/admin.md)
             return _error(403, "tenant_suspended", "this chat is not available at the moment")
         if not site.allows_origin(request.headers.get("Origin")):
@@ -144,8 +149,7 @@ def create_session() -> ResponseReturnValue:
         if email and visitor.email == email:  # left in the chat: replies by email once they have gone (mail)
             _offline.follow_when_away(session, visitor, email)
         # Read before the commit, in the same transaction (they see the visitor as it is about to be committed).
-        agents_online = session.scalar(online_agent()) is not None
-        hours = _offline.hours_of(session, visitor)  # outside business hours the widget offers a message form
+        hours = _offline.hours_of(session, visitor, tenant_settings)  # outside hours: a form to leave a message
         prechat = _prechat.form_for(session, site, visitor)  # what to ask before the chat, or None
         session.commit()
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from desk import mail_outbox, subjects, tokens, visitor_context
 from desk.actions.admin import NotFound
 from desk.actions.messages import Inbound
-from desk.actions.rules import hours_for_visitor
+from desk.actions.rules import UNREAD, hours_for_visitor
 from desk.bus import BusUnavailable
 from desk.db import tenant_session
 from desk.models import Visitor
@@ -34,11 +34,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OFFLINE_PREFIX = "offline:"
 
 
-def hours_of(session: Session, visitor: Visitor) -> dict[str, Any]:
+def hours_of(session: Session, visitor: Visitor, tenant_settings: Any = UNREAD) -> dict[str, Any]:
     """The business hours as the session response carries them, open or when they are back: those of the team the
     routing rules would give this visitor's next conversation (its page, language, attributes such as the pre-chat
     choice), else the tenant's (desk/actions/rules.py, `hours_for_visitor`)."""
-    return hours_for_visitor(session, visitor).as_json()
+    return hours_for_visitor(session, visitor, tenant_settings).as_json()
 
 
 def follow_when_away(session: Session, visitor: Visitor, email: str) -> None:
