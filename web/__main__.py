@@ -43,6 +43,10 @@ ws_stream.PerMessageDeflate = _NoCompression  # type: ignore[misc]
 
 # After the edge has drained: how long Hypercorn waits for requests (long-polls, pages) still running.
 GRACEFUL_SECONDS = 10.0
+# Connections the kernel holds for the process before it accepts them (Hypercorn's default is 100; the kernel
+# caps it at net.core.somaxconn, 4096 on current Linux). With 100, a storm of visitors overflowed the queue
+# while the event loop was busy, and each dropped SYN waited 1, 3, 7 s for its retransmission.
+BACKLOG = 2048
 SIBLING = "DESKBELL_WEB_SIBLING"  # set in the processes the first one starts for WEB_CONCURRENCY
 log = logging.getLogger("web")
 
@@ -62,6 +66,7 @@ async def main() -> None:
     config.bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
     config.graceful_timeout = float(os.environ.get("DESKBELL_GRACEFUL_SECONDS") or GRACEFUL_SECONDS)
     config.accesslog = None
+    config.backlog = BACKLOG
     processes = concurrency()
     # Hypercorn gives its listening sockets SO_REUSEPORT when it has more than one worker; serve() runs one, and
     # the other processes are started below.
