@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 
 from hypercorn.asyncio import serve
@@ -59,18 +60,25 @@ def concurrency() -> int:
     return int(value)
 
 
+def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
+    """The web port, with SO_REUSEPORT when WEB_CONCURRENCY processes share it (each binds its own socket, and
+    the kernel spreads new connections among them); TCP_NODELAY as Hypercorn sets it, for the accepted sockets."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=shared)
+    listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listening
+
+
 async def main() -> None:
     from web.asgi import app
 
     config = Config()
-    config.bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+    processes = concurrency()
+    host, port = os.environ.get("HOST", "0.0.0.0").strip("[]"), int(os.environ.get("PORT", "8000"))
+    config.bind = [f"fd://{_listening_socket(host, port, processes > 1).detach()}"]  # Hypercorn's from here on
     config.graceful_timeout = float(os.environ.get("DESKBELL_GRACEFUL_SECONDS") or GRACEFUL_SECONDS)
     config.accesslog = None
     config.backlog = BACKLOG
-    processes = concurrency()
-    # Hypercorn gives its listening sockets SO_REUSEPORT when it has more than one worker; serve() runs one, and
-    # the other processes are started below.
-    config.workers = processes
     # A frame a little over the protocol's limit still gets its frame_too_large error frame (docs/protocol.md);
     # one far over it is cut by Hypercorn (close 1009) before it is buffered whole.
     config.websocket_max_message_size = 2 * settings.load().limits.frame_bytes + 1024
