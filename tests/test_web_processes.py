@@ -8,6 +8,7 @@ import os
 import signal
 
 import psutil
+import pytest
 
 from tests.clients import Visitor, eventually
 from tests.conftest import Stack
@@ -56,3 +57,20 @@ def test_when_one_of_the_web_processes_dies_the_others_stop_so_the_supervisor_re
         second.kill()
         shell = stack.processes[f"web-{base_url.rsplit(':', 1)[1]}"]  # its exit code is the first process's
         assert shell.wait(20) == 1, "the first process stops too, with an error for the supervisor to see"
+
+
+def test_a_web_concurrency_that_is_not_a_whole_number_stops_the_process_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from web.__main__ import concurrency
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "two")
+    with pytest.raises(SystemExit, match="WEB_CONCURRENCY must be a whole number of processes, 1 or more"):
+        concurrency()
+    monkeypatch.setenv("WEB_CONCURRENCY", "0")
+    with pytest.raises(SystemExit, match="it is '0'"):
+        concurrency()
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert concurrency() == 3
+    monkeypatch.delenv("WEB_CONCURRENCY")
+    assert concurrency() == 1
