@@ -74,3 +74,11 @@ def test_a_web_concurrency_that_is_not_a_whole_number_stops_the_process_saying_s
     assert concurrency() == 3
     monkeypatch.delenv("WEB_CONCURRENCY")
     assert concurrency() == 1
+
+
+def test_when_the_first_web_process_is_killed_outright_the_others_stop_and_free_the_port(stack: Stack) -> None:
+    with stack.another_web(WEB_CONCURRENCY="2") as base_url:
+        processes = eventually(lambda: len(found := _web_processes(stack, base_url)) == 2 and found, "two processes")
+        first, second = sorted(processes, key=lambda p: p.create_time())
+        first.kill()  # no handler runs: the kernel tells the sibling (PR_SET_PDEATHSIG)
+        second.wait(20)

@@ -14,6 +14,7 @@ the others are stopped too, so that the supervisor sees it and restarts the lot.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ GRACEFUL_SECONDS = 10.0
 # caps it at net.core.somaxconn, 4096 on current Linux). With 100, a storm of visitors overflowed the queue
 # while the event loop was busy, and each dropped SYN waited 1, 3, 7 s for its retransmission.
 BACKLOG = 2048
+PR_SET_PDEATHSIG = 1  # prctl(2)
 SIBLING = "DESKBELL_WEB_SIBLING"  # set in the processes the first one starts for WEB_CONCURRENCY
 log = logging.getLogger("web")
 
@@ -64,7 +66,10 @@ def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
     """The web port, with SO_REUSEPORT when WEB_CONCURRENCY processes share it (each binds its own socket, and
     the kernel spreads new connections among them); TCP_NODELAY as Hypercorn sets it, for the accepted sockets."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=shared)
+    both = host == "::" and socket.has_dualstack_ipv6()  # "::" takes IPv4 too, as Hypercorn's own bind did
+    listening = socket.create_server(
+        (host, port), family=family, backlog=BACKLOG, reuse_port=shared, dualstack_ipv6=both
+    )
     listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return listening
 
@@ -82,11 +87,10 @@ async def main() -> None:
     # A frame a little over the protocol's limit still gets its frame_too_large error frame (docs/protocol.md);
     # one far over it is cut by Hypercorn (close 1009) before it is buffered whole.
     config.websocket_max_message_size = 2 * settings.load().limits.frame_bytes + 1024
-    count = 0 if os.environ.get(SIBLING) else processes - 1
-    env = {**os.environ, SIBLING: "1"}
-    siblings = [await asyncio.create_subprocess_exec(sys.executable, "-m", "web", env=env) for _ in range(count)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    siblings: list[asyncio.subprocess.Process] = []
+    crashed: list[int] = []
 
     def stopping(sig: int) -> None:
         stop.set()
@@ -101,18 +105,34 @@ async def main() -> None:
         code = await sibling.wait()
         if not stop.is_set():
             log.error("web: process %d ended (%s); stopping the others", sibling.pid, code)
+            crashed.append(sibling.pid)
             stopping(signal.SIGTERM)
 
+    env = {**os.environ, SIBLING: "1"}
+    for _ in range(0 if os.environ.get(SIBLING) else processes - 1):
+        siblings.append(
+            await asyncio.create_subprocess_exec(sys.executable, "-m", "web", env=env, preexec_fn=_die_with_parent)
+        )
     watching = [asyncio.create_task(watch(sibling)) for sibling in siblings]
 
     async def drained() -> None:
         await stop.wait()
         await app.state.hub.drain()
 
-    await serve(app, config, shutdown_trigger=drained)  # type: ignore[arg-type]
-    await asyncio.gather(*watching)
-    if any(sibling.returncode for sibling in siblings):
+    try:
+        await serve(app, config, shutdown_trigger=drained)  # type: ignore[arg-type]
+    finally:
+        stopping(signal.SIGTERM)
+        await asyncio.gather(*watching)
+    if crashed:
         raise SystemExit(1)
+
+
+def _die_with_parent() -> None:
+    """In a sibling, before it runs: the kernel sends it SIGTERM when the first process dies, however it dies
+    (a SIGKILL included), so that no sibling is left holding the port."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 if __name__ == "__main__":

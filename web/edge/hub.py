@@ -4,6 +4,7 @@ cuts when their access is taken away (web/edge/access.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -83,12 +84,14 @@ class Hub:
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]]) -> Subscription:
         """Returns once the server has the subscription (a PING answered after it), so that PostgreSQL read after
-        this cannot miss an event sent in between. A flush cut short by a disconnect is covered by the resync
-        that follows the reconnect."""
+        this cannot miss an event sent in between; BusUnavailable if that cannot be confirmed (the client comes
+        back, as when NATS is away)."""
         nc = self.client()
         subscription = await nc.subscribe(subject, cb=handler)
         try:
             await nc.flush(FLUSH_SECONDS)
-        except Exception as exc:  # nats-py raises several kinds while disconnected
-            log.info("edge: subscription to %s not confirmed: %s", subject, exc)
+        except Exception as exc:  # nats-py raises several kinds while disconnected or slow
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            raise bus.BusUnavailable(f"subscription to {subject} not confirmed: {exc}") from exc
         return subscription

@@ -73,7 +73,11 @@ async def _link(request: Request) -> tuple[VisitorLink, ThreadState] | Response:
     except BusUnavailable:
         await link.close()
         return _reply(request, {"error": "unavailable", "message": "service unavailable; retry shortly"}, 503)
-    admitted = await link.admit(request.headers.get("origin"))
+    try:
+        admitted = await link.admit(request.headers.get("origin"))
+    except BaseException:  # PostgreSQL away, or the client left: the subscription goes with the request
+        await link.close()
+        raise
     if isinstance(admitted, Refusal):
         await link.close()
         return _refused(request, admitted)

@@ -48,6 +48,8 @@ CLOSE_INTERNAL = 1011  # RFC 6455: the server hit an unexpected condition
 CLOSE_TRY_AGAIN = 1013  # RFC 6455: try again later
 CLOSE_RESTARTING = 1012  # RFC 6455: service restart; the client reconnects (to another edge) at once
 RESYNC = object()  # a marker on the delivery queue: catch up from PostgreSQL
+# What may wait on a socket's delivery queue for its first `hello`; beyond that, the hello reads PostgreSQL.
+BEFORE_HELLO = 100
 # The visitor went away (RuntimeError: Starlette sending on a socket the client closed).
 GONE = (WebSocketDisconnect, RuntimeError)
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class VisitorSocket:
         self.delivered: int | None = None  # highest seq sent on this socket; None until `hello`
         self.helloed = asyncio.Event()  # until the first `hello`, what comes for the thread waits on the queue
         self.admitted: ThreadState | None = None  # the thread as read when the socket opened, for the first hello
+        self.dropped = False  # something was not queued before the first hello (BEFORE_HELLO)
         self.outbox: asyncio.Queue[protocol.Send] = asyncio.Queue(config.limits.pending_messages)
         self.deliveries: asyncio.Queue[Any] = asyncio.Queue()
         self.send_lock = asyncio.Lock()
@@ -85,15 +88,21 @@ class VisitorSocket:
         async with self.send_lock:
             await self.ws.send_text(json.dumps(frame, separators=(",", ":")))
 
+    def _queue(self, item: Any) -> None:
+        if not self.helloed.is_set() and self.deliveries.qsize() >= BEFORE_HELLO:
+            self.dropped = True  # a client that holds its hello back holds no more than this
+            return
+        self.deliveries.put_nowait(item)
+
     def _on_stored(self, stored: dict[str, Any]) -> None:
-        self.deliveries.put_nowait(stored)
+        self._queue(stored)
 
     def _on_signal(self, frame: dict[str, Any]) -> None:
-        self.deliveries.put_nowait(Signal(frame))
+        self._queue(Signal(frame))
 
     def resync(self) -> None:
         """Called by the hub after NATS reconnects: events sent meanwhile are gone, PostgreSQL has them."""
-        self.deliveries.put_nowait(RESYNC)
+        self._queue(RESYNC)
 
     async def _deliver(self) -> None:
         await self.helloed.wait()
@@ -128,8 +137,8 @@ class VisitorSocket:
         visitor_id, beat = str(self.link.claims.visitor_id), self.limits.heartbeat_seconds
         await self.send(protocol.welcome(visitor_id, state.last_seq, state.read_seq, beat))
         self.delivered = min(hello.last_seq, state.last_seq)
-        if not first or self.delivered < state.last_seq:
-            self.resync()
+        if not first or self.dropped or self.delivered < state.last_seq:
+            self.deliveries.put_nowait(RESYNC)
         self.helloed.set()
 
     async def _send_outbox(self) -> None:
@@ -271,7 +280,8 @@ class VisitorSocket:
                 await refuse_unavailable(self.ws)
                 return
             if isinstance(admitted, Refusal):
-                await self.ws.close(admitted.close_code, admitted.reason)
+                with contextlib.suppress(*GONE):
+                    await self.ws.close(admitted.close_code, admitted.reason)
                 return
             self.admitted = admitted
             parts = (self._receive(), self._deliver(), self._send_outbox(), self._heartbeat(), self._until_cut())
