@@ -41,7 +41,7 @@ import nats
 import psycopg
 from honcho.environ import parse_procfile
 
-from bench.load_clients import MAX_IN_FLIGHT, AgentClient, Record, VisitorClient, heartbeats
+from bench.load_clients import KEEPALIVE_SECONDS, MAX_IN_FLIGHT, AgentClient, Record, VisitorClient, heartbeats
 from bench.load_report import ProcessGroup, Usage, percentiles, svg_chart, table, this_process
 from desk import subjects
 from desk.embedded import NatsServer, ensure_database, free_port, start_postgres
@@ -130,13 +130,12 @@ class Options:
 
 STORM_CONCURRENCY = 200  # connects under way at once: httpx's pool slows down with thousands queued in it
 # httpx clients the visitors share: one pool's bookkeeping grows with its connections (with one pool of 200, the
-# harness used more CPU in a storm than the web process), and a connection is dropped before the server's
-# keep-alive of 5 s ends (so that a request never meets a connection the server is closing).
+# harness used more CPU in a storm than the web process).
 HTTP_CLIENTS = 20
 HTTP_LIMITS = httpx.Limits(
     max_connections=STORM_CONCURRENCY // HTTP_CLIENTS,
     max_keepalive_connections=STORM_CONCURRENCY // HTTP_CLIENTS,
-    keepalive_expiry=2.0,
+    keepalive_expiry=KEEPALIVE_SECONDS,
 )
 
 

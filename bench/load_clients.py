@@ -23,6 +23,9 @@ import websockets
 
 # Messages a visitor may have unacked before the scheduler skips it (the edge closes a socket at 500).
 MAX_IN_FLIGHT = 50
+# A kept-alive HTTP connection is dropped after this long idle: before Hypercorn's keep-alive of 5 s ends, so a
+# request never goes out on a connection the server is closing at that moment (httpx's default is also 5 s).
+KEEPALIVE_SECONDS = 2.0
 # widget.js's heartbeat: every CHECK_EVERY seconds it pings if it has heard nothing for 0.6 of the server's.
 CHECK_EVERY = 4.0
 
@@ -205,7 +208,8 @@ class AgentClient:
 
     def __init__(self, record: Record, base_url: str, email: str, password: str) -> None:
         self.record, self.email, self.password = record, email, password
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=30, follow_redirects=True)
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=30, follow_redirects=True, limits=limits)
         self.csrf = ""
         self.stream: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()

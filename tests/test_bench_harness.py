@@ -33,7 +33,8 @@ def test_the_load_harness_reports_every_message_acked_stored_once_and_seen(
         figures = asyncio.run(run_load(target, options))
 
     assert figures["storm"]["failed"] == 0
-    assert figures["unacked"] == 0 and figures["replies_unanswered"] == 0
+    errors = [step["errors"] for step in figures["steps"]] + [figures["drain_errors"]]
+    assert figures["unacked"] == 0 and figures["replies_unanswered"] == 0, errors
     stored = figures["stored"]
     assert stored["visitor_messages_sent"] > 0 and stored["agent_replies_sent"] > 0
     assert stored["visitor_messages_stored"] == stored["visitor_messages_distinct"] == stored["visitor_messages_sent"]
