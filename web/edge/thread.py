@@ -80,15 +80,15 @@ class ThreadState:
     read_seq: int
     conversation_id: str | None
 
+    @classmethod
+    def of(cls, last_seq: int | None, conversation_id: Any, read_seq: int | None) -> ThreadState:
+        """From `thread_state`'s three columns, in their order."""
+        return cls(last_seq or 0, read_seq or 0, str(conversation_id) if conversation_id else None)
+
 
 def _thread_state(claims: tokens.VisitorClaims) -> ThreadState:
     with tenant_session(claims.tenant_id) as session:
-        last_seq, conversation_id, read_seq = session.execute(thread_state(claims.visitor_id)).one()
-    return ThreadState(
-        last_seq=last_seq or 0,
-        read_seq=read_seq or 0,
-        conversation_id=str(conversation_id) if conversation_id else None,
-    )
+        return ThreadState.of(*session.execute(thread_state(claims.visitor_id)).one())
 
 
 def _admission(claims: tokens.VisitorClaims, origin: str | None) -> ThreadState | Refusal:
@@ -110,7 +110,7 @@ def _admission(claims: tokens.VisitorClaims, origin: str | None) -> ThreadState 
         return BAD_ORIGIN
     if status != "active":
         return SUSPENDED
-    return ThreadState(last_seq, read_seq or 0, str(conversation_id) if conversation_id else None)
+    return ThreadState.of(last_seq, conversation_id, read_seq)
 
 
 def _stored(claims: tokens.VisitorClaims, client_id: str) -> dict[str, Any] | None:

@@ -302,21 +302,24 @@ class VisitorSocket:
             await self.link.close()
 
 
-async def refuse(ws: WebSocket, limited: Limited, code: int, lock: asyncio.Lock | None = None) -> None:
-    """Tell the client which limit it went over (an error frame), then close with `code`."""
+async def _tell_and_close(
+    ws: WebSocket, frame: dict[str, Any], code: int, reason: str, lock: asyncio.Lock | None = None
+) -> None:
     with contextlib.suppress(*GONE):
         async with lock or asyncio.Lock():
-            await ws.send_text(json.dumps(limited.frame(), separators=(",", ":")))
-        await ws.close(code, limited.message[:120])  # a close reason is at most 123 bytes
+            await ws.send_text(json.dumps(frame, separators=(",", ":")))
+        await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
+
+
+async def refuse(ws: WebSocket, limited: Limited, code: int, lock: asyncio.Lock | None = None) -> None:
+    """Tell the client which limit it went over (an error frame), then close with `code`."""
+    await _tell_and_close(ws, limited.frame(), code, limited.message, lock)
 
 
 async def refuse_unavailable(ws: WebSocket, lock: asyncio.Lock | None = None) -> None:
     """The tenant is suspended (web/edge/access.py): an `unavailable` error frame, then close 1013."""
-    with contextlib.suppress(*GONE):
-        async with lock or asyncio.Lock():
-            frame = protocol.error("unavailable", "this chat is not available at the moment")
-            await ws.send_text(json.dumps(frame, separators=(",", ":")))
-        await ws.close(CLOSE_TRY_AGAIN, "service unavailable")
+    frame = protocol.error("unavailable", "this chat is not available at the moment")
+    await _tell_and_close(ws, frame, CLOSE_TRY_AGAIN, "service unavailable", lock)
 
 
 async def turn_away(ws: WebSocket, abuse: EdgeLimits, address: str | None, limited: Limited) -> None:
