@@ -1,6 +1,7 @@
 """The connection pool (desk/db.py): a connection that sat idle is checked before use, so a PostgreSQL restart or
 a connection cut while idle costs no request an error; a connection reused at once is not pinged; a burst as
-wide as the pool opens its connections once and keeps them."""
+wide as the pool opens its connections once and keeps them; every connection plans each statement for its own
+values."""
 
 from __future__ import annotations
 
@@ -67,3 +68,13 @@ def test_a_burst_as_wide_as_the_pool_opens_each_connection_once_and_keeps_it(dat
         engine.dispose()  # this test process needs few of them afterwards
     assert len(first) == db.POOL_SIZE
     assert second == first, "the same PostgreSQL backends: none closed on return and opened again"
+
+
+def test_every_connection_plans_each_statement_for_its_own_values(database_url: str) -> None:
+    """psycopg prepares a statement after five runs; a generic plan made for one tenant's size (or for a new
+    tenant's stale statistics) would then serve every tenant: the store's message lookup scanned a whole tenant."""
+    engine = db.engine()
+    engine.dispose()
+    with engine.connect() as first, engine.connect() as second:
+        settings = [c.execute(text("SHOW plan_cache_mode")).scalar_one() for c in (first, second)]
+    assert settings == ["force_custom_plan", "force_custom_plan"]

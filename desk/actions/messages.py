@@ -1,6 +1,8 @@
 """Storing messages: idempotent by (visitor, client_id), seq assigned under the visitor row's lock.
 
 docs/architecture.md, step 4. The worker calls do_store_messages() for a batch and publishes what it returns.
+It is written in SQLAlchemy Core on the model's tables, not the ORM: it runs for every batch the store worker
+takes, and the ORM's unit of work cost about 4 ms of CPU a batch, most of the worker's time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,10 +12,31 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import (
+    Boolean,
+    ColumnClause,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    column,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from desk.actions.routing import do_reopen_idle
+from desk.db import TenantError
 from desk.models import Conversation, Message, Visitor
 
 PREVIEW_CHARS = 140
@@ -88,6 +111,112 @@ def as_event(message: Message) -> dict[str, Any]:
     }
 
 
+_V, _C, _M = Visitor.__table__, Conversation.__table__, Message.__table__
+_TENANT = bindparam("b_tenant", type_=_V.c.tenant_id.type)
+_VISITORS = bindparam("b_visitors", type_=ARRAY(_V.c.id.type))
+_NOW = bindparam("b_now", type_=DateTime(timezone=True))
+
+# Module-level statements, compiled once; arrays (`= ANY(:array)`, `unnest`) keep one SQL text whatever the batch's
+# size, so psycopg prepares each once per connection. Each names the tenant, as the ORM session's criteria would
+# (desk/db.py), and row-level security holds them to it as it holds every statement.
+_LOCK_VISITORS = (
+    select(_V.c.id, _V.c.last_seq, _V.c.name)
+    .where(_V.c.tenant_id == _TENANT, _V.c.id == any_(_VISITORS))
+    .order_by(_V.c.id)
+    .with_for_update()
+)
+
+
+def _rows(name: str, *columns: ColumnClause[Any]) -> Any:
+    """`unnest(:b_<column>, ...) AS name(column, ...)`: a batch's rows as one table, one array parameter per
+    column, so one statement of one SQL text joins or updates them all (one round trip, not one per row)."""
+    arrays = (bindparam(f"b_{c.name}", type_=ARRAY(c.type)) for c in columns)
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name)
+
+
+# The messages of the batch stored before (a redelivery), each looked up by its (visitor, client_id) index: LIMIT 1
+# keeps the lookup a nested loop whatever the statistics say (a hash join over the tenant's messages grew with
+# them while a new tenant's statistics were stale).
+_ASKED = _rows("asked", column("visitor_id", _M.c.visitor_id.type), column("client_id", String))
+_FOUND = (
+    select(_M)
+    .where(_M.c.visitor_id == _ASKED.c.visitor_id, _M.c.client_id == _ASKED.c.client_id, _M.c.tenant_id == _TENANT)
+    .limit(1)
+    .lateral("found")
+)
+_EXISTING = select(_FOUND).select_from(_ASKED).join(_FOUND, true())
+# Per visitor, the newest conversation that is not resolved and the newest that is: the first takes the
+# message; the second, when it is newer and was resolved for being idle, may be reopened for it.
+_RESOLVED = (_C.c.status == "resolved").label("resolved")
+_CONVERSATIONS = (
+    select(_C.c.id, _C.c.visitor_id, _C.c.assignee_id, _C.c.auto_resolved_at, _C.c.created_at, _RESOLVED)
+    .where(_C.c.tenant_id == _TENANT, _C.c.visitor_id == any_(_VISITORS))
+    .ext(distinct_on(_C.c.visitor_id, _RESOLVED))
+    .order_by(_C.c.visitor_id, _RESOLVED, _C.c.created_at.desc())
+)
+_INSERT_MESSAGES = insert(_M).returning(_M.c.id, sort_by_parameter_order=True)
+_INSERT_CONVERSATIONS = insert(_C)
+_SEEN = _rows(
+    "seen",
+    column("visitor_id", _V.c.id.type),
+    column("last_seq", Integer),
+    column("last_seen_at", DateTime(timezone=True)),
+)
+_UPDATE_VISITORS = (
+    update(_V)
+    .where(_V.c.tenant_id == _TENANT, _V.c.id == _SEEN.c.visitor_id)
+    .values(last_seq=_SEEN.c.last_seq, last_seen_at=func.coalesce(_SEEN.c.last_seen_at, _V.c.last_seen_at))
+)
+_TOUCHED = _rows(
+    "touched",
+    column("conversation_id", _C.c.id.type),
+    column("preview", _C.c.last_message_preview.type),
+    column("unread", Integer),
+    column("waiting", String),
+    column("wakes", Boolean),
+)
+# A visitor's message to a pending or snoozed conversation wakes it: it needs the team again.
+_WAKES = and_(_TOUCHED.c.wakes, or_(_C.c.status == "pending", _C.c.status == "snoozed"))
+_UPDATE_CONVERSATIONS = (
+    update(_C)
+    .where(_C.c.tenant_id == _TENANT, _C.c.id == _TOUCHED.c.conversation_id)
+    .values(
+        last_activity_at=_NOW,
+        last_message_preview=_TOUCHED.c.preview,
+        # Added, not set: a read receipt (desk/actions/receipts.py) recounts it under the row's lock meanwhile.
+        unread_count=_C.c.unread_count + _TOUCHED.c.unread,
+        waiting_since=case(
+            (_TOUCHED.c.waiting == "clear", null()),
+            (_TOUCHED.c.waiting == "reset", _NOW),
+            (_TOUCHED.c.waiting == "since", func.coalesce(_C.c.waiting_since, _NOW)),
+            else_=_C.c.waiting_since,
+        ),
+        status=case((_WAKES, "open"), else_=_C.c.status),
+        snoozed_until=case((_WAKES, null()), else_=_C.c.snoozed_until),
+    )
+)
+
+
+@dataclass
+class _Change:
+    """What a batch does to one conversation. `waiting` says what becomes of waiting_since: kept, set if unset
+    (visitor messages), cleared (an agent answered), or set anew (a visitor wrote after the agent's answer)."""
+
+    preview: str = ""
+    unread: int = 0
+    waiting: str = "keep"
+    wakes: bool = False
+
+    def add(self, item: Inbound) -> None:
+        self.preview = item.body[:PREVIEW_CHARS]
+        if item.sender == "visitor":
+            self.unread += 1
+            self.wakes = True
+            self.waiting = {"keep": "since", "clear": "reset"}.get(self.waiting, self.waiting)
+        elif item.sender == "agent":
+            self.waiting = "clear"
+
+
 def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | None]:
     """Store a batch in one transaction; a message already stored is returned again, not stored twice.
 
@@ -95,40 +224,42 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     drops it). A message joins the visitor's conversation that is not resolved (a pending or snoozed one is
     opened again by a visitor message), else starts a new one. Locks every visitor row of the batch in id
     order first, so concurrent workers never deadlock and a visitor's seqs are assigned one at a time.
+    Does not commit; runs on the session's connection and transaction (tenant-scoped, desk/db.py).
     """
+    tenant_id = session.info.get("tenant_id")
+    if tenant_id is None:
+        raise TenantError("messages are stored in a tenant_session()")
+    conn = session.connection()
     visitor_ids = sorted({item.visitor_id for item in batch})
-    visitors = {
-        v.id: v
-        for v in session.scalars(
-            select(Visitor)
-            .where(Visitor.id.in_(visitor_ids))
-            .order_by(Visitor.id)
-            .with_for_update()
-            # the locked row's last_seq, not one this session may have loaded before
-            .execution_options(populate_existing=True)
-        )
-    }
+    scope = {"b_tenant": tenant_id, "b_visitors": visitor_ids}
+    visitors = {row.id: row for row in conn.execute(_LOCK_VISITORS, scope)}
+    asked = {"b_visitor_id": [i.visitor_id for i in batch], "b_client_id": [i.client_id for i in batch]}
     existing = {
-        (m.visitor_id, m.client_id): m
-        for m in session.scalars(
-            select(Message).where(
-                Message.visitor_id.in_(visitor_ids), Message.client_id.in_({i.client_id for i in batch})
-            )
-        )
+        (row.visitor_id, row.client_id): Message(**row._mapping) for row in conn.execute(_EXISTING, scope | asked)
     }
+    open_rows: dict[uuid.UUID, Row[Any]] = {}
+    newest: dict[uuid.UUID, Row[Any]] = {}
+    for row in conn.execute(_CONVERSATIONS, scope):
+        if not row.resolved:
+            open_rows[row.visitor_id] = row
+        if row.visitor_id not in newest or row.created_at > newest[row.visitor_id].created_at:
+            newest[row.visitor_id] = row
     # A conversation the sweeper closed for being idle comes back with the visitor's next message (issue 8).
-    do_reopen_idle(
-        session, {i.visitor_id for i in batch if i.sender == "visitor" and (i.visitor_id, i.client_id) not in existing}
-    )
-    open_conversations = {
-        c.visitor_id: c
-        for c in session.scalars(
-            select(Conversation)
-            .where(Conversation.visitor_id.in_(visitor_ids), Conversation.status != "resolved")
-            .order_by(Conversation.created_at)
-        )
-    }
+    writing = {i.visitor_id for i in batch if i.sender == "visitor" and (i.visitor_id, i.client_id) not in existing}
+    idle = [row.id for v, row in newest.items() if v in writing and row.resolved and row.auto_resolved_at]
+    for conversation_id in do_reopen_idle(session, idle):
+        row = next(r for r in newest.values() if r.id == conversation_id)
+        open_rows[row.visitor_id] = row
+
     now = datetime.now(UTC)
+    seqs = {v: row.last_seq for v, row in visitors.items()}
+    seen: dict[uuid.UUID, datetime] = {}
+    conversation_of: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID | None]] = {
+        v: (row.id, row.assignee_id) for v, row in open_rows.items()
+    }
+    started: dict[uuid.UUID, uuid.UUID] = {}  # new conversation -> its visitor
+    changes: dict[uuid.UUID, _Change] = {}
+    created: list[tuple[Message, int]] = []  # a new message and its index in results
     results: list[Stored | None] = []
     for item in batch:
         visitor = visitors.get(item.visitor_id)
@@ -137,21 +268,21 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
             continue
         key = (item.visitor_id, item.client_id)
         if key in existing:
-            known = open_conversations.get(item.visitor_id)
-            assignee = known.assignee_id if known is not None and known.id == existing[key].conversation_id else None
+            known = conversation_of.get(item.visitor_id)
+            assignee = known[1] if known is not None and known[0] == existing[key].conversation_id else None
             results.append(Stored(existing[key], False, False, assignee, visitor.name))
             continue
-        conversation = open_conversations.get(item.visitor_id)
-        new_conversation = conversation is None
-        if conversation is None:
-            conversation = Conversation(id=uuid.uuid4(), visitor_id=visitor.id, status="open", unread_count=0)
-            session.add(conversation)
-            open_conversations[visitor.id] = conversation
-        visitor.last_seq += 1
+        new_conversation = item.visitor_id not in conversation_of
+        if new_conversation:
+            conversation_of[item.visitor_id] = (uuid.uuid4(), None)
+            started[conversation_of[item.visitor_id][0]] = item.visitor_id
+        conversation_id, assignee_id = conversation_of[item.visitor_id]
+        seqs[item.visitor_id] += 1
         message = Message(
-            visitor_id=visitor.id,
-            conversation_id=conversation.id,
-            seq=visitor.last_seq,
+            tenant_id=tenant_id,
+            visitor_id=item.visitor_id,
+            conversation_id=conversation_id,
+            seq=seqs[item.visitor_id],
             client_id=item.client_id,
             sender=item.sender,
             author_id=item.author_id,
@@ -159,19 +290,53 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
             body=item.body,
             created_at=now,
         )
-        session.add(message)
-        conversation.last_activity_at = now
-        conversation.last_message_preview = item.body[:PREVIEW_CHARS]
+        changes.setdefault(conversation_id, _Change()).add(item)
         if item.sender == "visitor":
-            visitor.last_seen_at = now
-            conversation.unread_count += 1
-            conversation.waiting_since = conversation.waiting_since or now
-            if conversation.status in ("pending", "snoozed"):  # the visitor wrote back: it needs the team again
-                conversation.status = "open"
-                conversation.snoozed_until = None
-        elif item.sender == "agent":
-            conversation.waiting_since = None
+            seen[item.visitor_id] = now
         existing[key] = message
-        results.append(Stored(message, True, new_conversation, conversation.assignee_id, visitor.name))
-    session.flush()
+        created.append((message, len(results)))
+        results.append(Stored(message, True, new_conversation, assignee_id, visitor.name))
+    if not created:
+        return results
+
+    if started:
+        conn.execute(
+            _INSERT_CONVERSATIONS,
+            [
+                {
+                    "id": conversation_id,
+                    "tenant_id": tenant_id,
+                    "visitor_id": visitor_id,
+                    "status": "open",
+                    "unread_count": changes[conversation_id].unread,
+                    "waiting_since": now if changes[conversation_id].waiting in ("since", "reset") else None,
+                    "last_message_preview": changes[conversation_id].preview,
+                    "last_activity_at": now,
+                }
+                for conversation_id, visitor_id in started.items()
+            ],
+        )
+    ids = conn.execute(
+        _INSERT_MESSAGES,
+        [{c.key: getattr(m, c.key) for c in _M.columns if c.key != "id"} for m, _ in created],
+    ).scalars()
+    for (message, _), message_id in zip(created, ids, strict=True):
+        message.id = message_id
+    written = sorted({m.visitor_id for m, _ in created})
+    seen_rows = {
+        "b_visitor_id": written,
+        "b_last_seq": [seqs[v] for v in written],
+        "b_last_seen_at": [seen.get(v) for v in written],
+    }
+    conn.execute(_UPDATE_VISITORS, {"b_tenant": tenant_id} | seen_rows)
+    touched = [(c, change) for c, change in changes.items() if c not in started]
+    if touched:
+        touched_rows = {
+            "b_conversation_id": [c for c, _ in touched],
+            "b_preview": [change.preview for _, change in touched],
+            "b_unread": [change.unread for _, change in touched],
+            "b_waiting": [change.waiting for _, change in touched],
+            "b_wakes": [change.wakes for _, change in touched],
+        }
+        conn.execute(_UPDATE_CONVERSATIONS, {"b_tenant": tenant_id, "b_now": now} | touched_rows)
     return results

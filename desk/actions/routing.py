@@ -354,31 +354,20 @@ def do_mark_opened(session: Session, conversation_id: uuid.UUID, user_id: uuid.U
     return opened is not None
 
 
-def do_reopen_idle(session: Session, visitor_ids: set[uuid.UUID]) -> list[uuid.UUID]:
-    """Visitors who wrote again after their conversation was resolved for being idle: reopen it, when the
-    tenant's `routing.reopen_after_idle` says so (the default), instead of starting a new one. Does not commit.
+def do_reopen_idle(session: Session, conversation_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Conversations resolved for being idle whose visitor wrote again: reopen them, when the tenant's
+    `routing.reopen_after_idle` says so (the default), instead of starting a new one. Does not commit.
 
     For the store action (desk/actions/messages.py; here, not in desk/actions/lapses.py, which imports that), with
-    the visitors of a batch's new visitor messages, under their rows' locks and before it looks for their open
-    conversations. Returns the reopened conversations.
+    each visitor's newest conversation when the sweeper resolved it, under the visitor rows' locks. Returns the
+    reopened conversations.
     """
-    if not visitor_ids:
-        return []
-    # Each visitor's newest conversation, as plain rows: this runs for every batch the store worker takes, and
-    # only the few that the sweeper resolved are loaded as objects to change.
-    rows = session.execute(
-        select(Conversation.visitor_id, Conversation.id, Conversation.status, Conversation.auto_resolved_at)
-        .where(Conversation.visitor_id.in_(visitor_ids))
-        .order_by(Conversation.created_at)
-    )
-    newest = {row.visitor_id: row for row in rows}
-    idle = [row.id for row in newest.values() if row.status == "resolved" and row.auto_resolved_at]
     # The tenant's settings only when there is something to reopen: the usual batch has nothing.
-    if not idle or not routing_settings(session).get("reopen_after_idle", True):
+    if not conversation_ids or not routing_settings(session).get("reopen_after_idle", True):
         return []
     reopened = []
     now = datetime.now(UTC)
-    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(idle))):
+    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(conversation_ids))):
         conversation.status = "open"
         conversation.resolved_at = None
         conversation.auto_resolved_at = None
