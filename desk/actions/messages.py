@@ -25,6 +25,7 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal,
     null,
     or_,
     select,
@@ -128,10 +129,16 @@ _LOCK_VISITORS = (
 
 
 def _rows(name: str, *columns: ColumnClause[Any]) -> Any:
-    """`unnest(:b_<column>, ...) AS name(column, ...)`: a batch's rows as one table, one array parameter per
-    column, so one statement of one SQL text joins or updates them all (one round trip, not one per row)."""
-    arrays = (bindparam(f"b_{c.name}", type_=ARRAY(c.type)) for c in columns)
+    """`unnest(:name_<column>, ...) AS name(column, ...)`: a batch's rows as one table, one array parameter per
+    column, so one statement of one SQL text joins, inserts or updates them all (one round trip, not one per row).
+    `_arrays` gives its parameters."""
+    arrays = (bindparam(f"{name}_{c.name}", type_=ARRAY(c.type)) for c in columns)
     return func.unnest(*arrays).table_valued(*columns).render_derived(name)
+
+
+def _arrays(name: str, rows: list[dict[str, Any]], columns: list[str]) -> dict[str, list[Any]]:
+    """The parameters of `_rows(name, ...)` for `rows`: one list per column."""
+    return {f"{name}_{c}": [row[c] for row in rows] for c in columns}
 
 
 # The messages of the batch stored before (a redelivery), each looked up by its (visitor, client_id) index: LIMIT 1
@@ -154,15 +161,42 @@ _CONVERSATIONS = (
     .ext(distinct_on(_C.c.visitor_id, _RESOLVED))
     .order_by(_C.c.visitor_id, _RESOLVED, _C.c.created_at.desc())
 )
-_INSERT_MESSAGES = insert(_M).returning(_M.c.id, sort_by_parameter_order=True)
-_INSERT_CONVERSATIONS = insert(_C)
+# The batch's writes, one statement (data-modifying CTEs: each runs once, whether or not it is referenced): the
+# conversations it starts, the messages (RETURNING their ids), the visitors' last_seq and last_seen_at, and the
+# conversations it adds to. A message may reference a conversation started by the same statement: foreign keys
+# are checked at its end.
+_STARTED = _rows(
+    "started",
+    column("id", _C.c.id.type),
+    column("visitor_id", _C.c.visitor_id.type),
+    column("unread_count", Integer),
+    column("waiting_since", DateTime(timezone=True)),
+    column("last_message_preview", _C.c.last_message_preview.type),
+)
+_STARTED_COLUMNS = ["id", "visitor_id", "unread_count", "waiting_since", "last_message_preview"]
+_START = insert(_C).from_select(
+    [*_STARTED_COLUMNS, "tenant_id", "status", "last_activity_at"],
+    select(*(_STARTED.c[c] for c in _STARTED_COLUMNS), _TENANT, literal("open", String), _NOW),
+    include_defaults=False,
+)
+_NEW = _rows(
+    "new",
+    *(column(c.name, c.type) for c in _M.columns if c.name not in ("id", "tenant_id", "created_at")),
+)
+_NEW_COLUMNS = [c.name for c in _NEW.c]
+_INSERT = (
+    insert(_M)
+    .from_select([*_NEW_COLUMNS, "tenant_id", "created_at"], select(*_NEW.c, _TENANT, _NOW), include_defaults=False)
+    .returning(_M.c.id, _M.c.visitor_id, _M.c.seq)
+    .cte("inserted")
+)
 _SEEN = _rows(
     "seen",
     column("visitor_id", _V.c.id.type),
     column("last_seq", Integer),
     column("last_seen_at", DateTime(timezone=True)),
 )
-_UPDATE_VISITORS = (
+_ADVANCE = (
     update(_V)
     .where(_V.c.tenant_id == _TENANT, _V.c.id == _SEEN.c.visitor_id)
     .values(last_seq=_SEEN.c.last_seq, last_seen_at=func.coalesce(_SEEN.c.last_seen_at, _V.c.last_seen_at))
@@ -177,7 +211,7 @@ _TOUCHED = _rows(
 )
 # A visitor's message to a pending or snoozed conversation wakes it: it needs the team again.
 _WAKES = and_(_TOUCHED.c.wakes, or_(_C.c.status == "pending", _C.c.status == "snoozed"))
-_UPDATE_CONVERSATIONS = (
+_TOUCH = (
     update(_C)
     .where(_C.c.tenant_id == _TENANT, _C.c.id == _TOUCHED.c.conversation_id)
     .values(
@@ -194,6 +228,9 @@ _UPDATE_CONVERSATIONS = (
         status=case((_WAKES, "open"), else_=_C.c.status),
         snoozed_until=case((_WAKES, null()), else_=_C.c.snoozed_until),
     )
+)
+_WRITE = select(_INSERT.c.id, _INSERT.c.visitor_id, _INSERT.c.seq).add_cte(
+    _START.cte("started_conversations"), _ADVANCE.cte("advanced"), _TOUCH.cte("touched_conversations")
 )
 
 
@@ -233,7 +270,7 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     visitor_ids = sorted({item.visitor_id for item in batch})
     scope = {"b_tenant": tenant_id, "b_visitors": visitor_ids}
     visitors = {row.id: row for row in conn.execute(_LOCK_VISITORS, scope)}
-    asked = {"b_visitor_id": [i.visitor_id for i in batch], "b_client_id": [i.client_id for i in batch]}
+    asked = {"asked_visitor_id": [i.visitor_id for i in batch], "asked_client_id": [i.client_id for i in batch]}
     existing = {
         (row.visitor_id, row.client_id): Message(**row._mapping) for row in conn.execute(_EXISTING, scope | asked)
     }
@@ -259,7 +296,7 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     }
     started: dict[uuid.UUID, uuid.UUID] = {}  # new conversation -> its visitor
     changes: dict[uuid.UUID, _Change] = {}
-    created: list[tuple[Message, int]] = []  # a new message and its index in results
+    created: list[Message] = []
     results: list[Stored | None] = []
     for item in batch:
         visitor = visitors.get(item.visitor_id)
@@ -294,49 +331,39 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
         if item.sender == "visitor":
             seen[item.visitor_id] = now
         existing[key] = message
-        created.append((message, len(results)))
+        created.append(message)
         results.append(Stored(message, True, new_conversation, assignee_id, visitor.name))
     if not created:
         return results
 
-    if started:
-        conn.execute(
-            _INSERT_CONVERSATIONS,
-            [
-                {
-                    "id": conversation_id,
-                    "tenant_id": tenant_id,
-                    "visitor_id": visitor_id,
-                    "status": "open",
-                    "unread_count": changes[conversation_id].unread,
-                    "waiting_since": now if changes[conversation_id].waiting in ("since", "reset") else None,
-                    "last_message_preview": changes[conversation_id].preview,
-                    "last_activity_at": now,
-                }
-                for conversation_id, visitor_id in started.items()
-            ],
-        )
-    ids = conn.execute(
-        _INSERT_MESSAGES,
-        [{c.key: getattr(m, c.key) for c in _M.columns if c.key != "id"} for m, _ in created],
-    ).scalars()
-    for (message, _), message_id in zip(created, ids, strict=True):
-        message.id = message_id
-    written = sorted({m.visitor_id for m, _ in created})
-    seen_rows = {
-        "b_visitor_id": written,
-        "b_last_seq": [seqs[v] for v in written],
-        "b_last_seen_at": [seen.get(v) for v in written],
-    }
-    conn.execute(_UPDATE_VISITORS, {"b_tenant": tenant_id} | seen_rows)
-    touched = [(c, change) for c, change in changes.items() if c not in started]
-    if touched:
-        touched_rows = {
-            "b_conversation_id": [c for c, _ in touched],
-            "b_preview": [change.preview for _, change in touched],
-            "b_unread": [change.unread for _, change in touched],
-            "b_waiting": [change.waiting for _, change in touched],
-            "b_wakes": [change.wakes for _, change in touched],
+    started_rows = [
+        {
+            "id": conversation_id,
+            "visitor_id": visitor_id,
+            "unread_count": changes[conversation_id].unread,
+            "waiting_since": now if changes[conversation_id].waiting in ("since", "reset") else None,
+            "last_message_preview": changes[conversation_id].preview,
         }
-        conn.execute(_UPDATE_CONVERSATIONS, {"b_tenant": tenant_id, "b_now": now} | touched_rows)
+        for conversation_id, visitor_id in started.items()
+    ]
+    new_rows = [{c: getattr(m, c) for c in _NEW_COLUMNS} for m in created]
+    seen_rows = [
+        {"visitor_id": v, "last_seq": seqs[v], "last_seen_at": seen.get(v)}
+        for v in sorted({m.visitor_id for m in created})
+    ]
+    touched_rows = [
+        {"conversation_id": c, "preview": ch.preview, "unread": ch.unread, "waiting": ch.waiting, "wakes": ch.wakes}
+        for c, ch in changes.items()
+        if c not in started
+    ]
+    params = (
+        {"b_tenant": tenant_id, "b_now": now}
+        | _arrays("started", started_rows, _STARTED_COLUMNS)
+        | _arrays("new", new_rows, _NEW_COLUMNS)
+        | _arrays("seen", seen_rows, ["visitor_id", "last_seq", "last_seen_at"])
+        | _arrays("touched", touched_rows, ["conversation_id", "preview", "unread", "waiting", "wakes"])
+    )
+    ids = {(row.visitor_id, row.seq): row.id for row in conn.execute(_WRITE, params)}
+    for message in created:
+        message.id = ids[(message.visitor_id, message.seq)]
     return results
