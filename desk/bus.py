@@ -47,6 +47,23 @@ async def connect(url: str, name: str, reconnected_cb: Callable[[], Awaitable[No
             await asyncio.sleep(0.5)
 
 
+# nats-py (2.16) leaves a flush's PONG future queued when the flush times out or its caller is cancelled; the
+# PONG that comes later then fails the client's read loop (InvalidStateError) and the connection reads nothing
+# more until its pings time out: every socket of an edge lost its events and publishes for seconds because one
+# visitor closed its socket while its subscription was being confirmed (seen in CI). So the PING runs in a task of
+# its own with this long limit, which a healthy connection never reaches (a dead one is replaced, and its queue
+# emptied, after two missed pings of 5 s), and the caller waits for it with its own timeout.
+FLUSH_LIMIT_SECONDS = 60.0
+
+
+async def flush(nc: Client, timeout: float = PUBLISH_TIMEOUT) -> None:
+    """What was written so far has reached the server (a PING answered); TimeoutError after `timeout`. Safe to
+    time out or cancel, unlike nc.flush()."""
+    ping = asyncio.ensure_future(nc.flush(FLUSH_LIMIT_SECONDS))
+    ping.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: nothing to log
+    await asyncio.wait_for(asyncio.shield(ping), timeout)
+
+
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
@@ -69,7 +86,7 @@ async def publish_event(nc: Client, subject: str, payload: dict[str, Any]) -> No
         raise BusUnavailable("not connected to NATS")
     try:
         await nc.publish(subject, encode(payload))
-        await nc.flush(timeout=PUBLISH_TIMEOUT)
+        await flush(nc)
     except (TimeoutError, nats.errors.Error, OSError) as exc:
         raise BusUnavailable(str(exc) or type(exc).__name__) from exc
 

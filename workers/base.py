@@ -264,7 +264,7 @@ def run(consumers: list[Consumer], name: str, beside: Sequence[Beside] = ()) -> 
         )
         # Batches are finished and acked; flush the acks and leave. (nats-py's drain() waits out its
         # 30 s timeout on pull subscriptions, so close instead.)
-        await nc.flush()
+        await bus.flush(nc)
         await nc.close()
 
     aio.run(main())

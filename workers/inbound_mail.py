@@ -161,7 +161,7 @@ async def serve(config: settings.Settings, stop: asyncio.Event, ready: asyncio.E
     finally:
         server.close()
         await server.wait_closed()
-        await nc.flush()
+        await bus.flush(nc)
         await nc.close()
 
 

@@ -113,7 +113,7 @@ async def publish(
             subjects.visitor_events(tenant_id, p.visitor_id),
             bus.encode(signals.queue_position(p.conversation_id, p.position, p.wait_seconds)),
         )
-    await nc.flush()
+    await bus.flush(nc)
 
 
 async def handle(nc: Client, msgs: list[Msg]) -> None:

@@ -189,7 +189,7 @@ async def _store_and_publish(nc: Client, msgs: list[Msg]) -> None:
                     bus.encode({"conversation_id": conversation_id}),
                     headers={"Nats-Msg-Id": subjects.route_msg_id(conversation_id)},
                 )
-    await nc.flush()
+    await bus.flush(nc)
 
 
 async def handle(nc: Client, msgs: list[Msg]) -> None:

@@ -53,7 +53,7 @@ async def sweep(nc: Client, grace: timedelta, routing: Routing | None = None) ->
     for conversation in woken:
         await nc.publish(subjects.agent_events(conversation.tenant_id), bus.encode(conversation.signal()))
     if away or woken:
-        await nc.flush()
+        await bus.flush(nc)
         log.info("sweeper: %d agent(s) turned away, %d conversation(s) woken", len(away), len(woken))
     await sweep_routing(nc, routing or Routing(), away)
     return len(away), len(woken)
@@ -123,7 +123,7 @@ async def sweep_routing(nc: Client, config: Routing, away: Sequence[tuple[uuid.U
             len(missed),
             len(idle),
         )
-    await nc.flush()
+    await bus.flush(nc)
 
 
 async def run(nc: Client, stop: asyncio.Event, config: Presence, routing: Routing | None = None) -> None:

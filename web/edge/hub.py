@@ -89,7 +89,7 @@ class Hub:
         nc = self.client()
         subscription = await nc.subscribe(subject, cb=handler)
         try:
-            await nc.flush(FLUSH_SECONDS)
+            await bus.flush(nc, FLUSH_SECONDS)
         except Exception as exc:  # nats-py raises several kinds while disconnected or slow
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
