@@ -132,7 +132,9 @@ def _rows(name: str, *columns: ColumnClause[Any]) -> Any:
     """`unnest(:name_<column>, ...) AS name(column, ...)`: a batch's rows as one table, one array parameter per
     column, so one statement of one SQL text joins, inserts or updates them all (one round trip, not one per row).
     `_arrays` gives its parameters."""
-    arrays = (bindparam(f"{name}_{c.name}", type_=ARRAY(c.type)) for c in columns)
+    # A length would be a cast, and a cast to varchar(n) cuts longer text where the column refuses it.
+    unbounded = [String() if isinstance(c.type, String) else c.type for c in columns]
+    arrays = (bindparam(f"{name}_{c.name}", type_=ARRAY(t)) for c, t in zip(columns, unbounded, strict=True))
     return func.unnest(*arrays).table_valued(*columns).render_derived(name)
 
 
@@ -261,11 +263,13 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     drops it). A message joins the visitor's conversation that is not resolved (a pending or snoozed one is
     opened again by a visitor message), else starts a new one. Locks every visitor row of the batch in id
     order first, so concurrent workers never deadlock and a visitor's seqs are assigned one at a time.
-    Does not commit; runs on the session's connection and transaction (tenant-scoped, desk/db.py).
+    Does not commit. Runs on the session's connection and transaction (tenant-scoped, desk/db.py) in Core, after
+    flushing what the caller changed: rows the caller loaded before do not see what this writes.
     """
     tenant_id = session.info.get("tenant_id")
     if tenant_id is None:
         raise TenantError("messages are stored in a tenant_session()")
+    session.flush()
     conn = session.connection()
     visitor_ids = sorted({item.visitor_id for item in batch})
     scope = {"b_tenant": tenant_id, "b_visitors": visitor_ids}
