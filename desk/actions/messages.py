@@ -138,9 +138,9 @@ def _rows(name: str, *columns: ColumnClause[Any]) -> Any:
     return func.unnest(*arrays).table_valued(*columns).render_derived(name)
 
 
-def _arrays(name: str, rows: list[dict[str, Any]], columns: list[str]) -> dict[str, list[Any]]:
-    """The parameters of `_rows(name, ...)` for `rows`: one list per column."""
-    return {f"{name}_{c}": [row[c] for row in rows] for c in columns}
+def _arrays(table: Any, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of a `_rows(...)` table for `rows` (dicts by its column names): one list per column."""
+    return {f"{table.name}_{c.name}": [row[c.name] for row in rows] for c in table.c}
 
 
 # The messages of the batch stored before (a redelivery), each looked up by its (visitor, client_id) index: LIMIT 1
@@ -175,20 +175,20 @@ _STARTED = _rows(
     column("waiting_since", DateTime(timezone=True)),
     column("last_message_preview", _C.c.last_message_preview.type),
 )
-_STARTED_COLUMNS = ["id", "visitor_id", "unread_count", "waiting_since", "last_message_preview"]
 _START = insert(_C).from_select(
-    [*_STARTED_COLUMNS, "tenant_id", "status", "last_activity_at"],
-    select(*(_STARTED.c[c] for c in _STARTED_COLUMNS), _TENANT, literal("open", String), _NOW),
+    [*(c.name for c in _STARTED.c), "tenant_id", "status", "last_activity_at"],
+    select(*_STARTED.c, _TENANT, literal("open", String), _NOW),
     include_defaults=False,
 )
 _NEW = _rows(
     "new",
     *(column(c.name, c.type) for c in _M.columns if c.name not in ("id", "tenant_id", "created_at")),
 )
-_NEW_COLUMNS = [c.name for c in _NEW.c]
 _INSERT = (
     insert(_M)
-    .from_select([*_NEW_COLUMNS, "tenant_id", "created_at"], select(*_NEW.c, _TENANT, _NOW), include_defaults=False)
+    .from_select(
+        [*(c.name for c in _NEW.c), "tenant_id", "created_at"], select(*_NEW.c, _TENANT, _NOW), include_defaults=False
+    )
     .returning(_M.c.id, _M.c.visitor_id, _M.c.seq)
     .cte("inserted")
 )
@@ -274,7 +274,7 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     visitor_ids = sorted({item.visitor_id for item in batch})
     scope = {"b_tenant": tenant_id, "b_visitors": visitor_ids}
     visitors = {row.id: row for row in conn.execute(_LOCK_VISITORS, scope)}
-    asked = {"asked_visitor_id": [i.visitor_id for i in batch], "asked_client_id": [i.client_id for i in batch]}
+    asked = _arrays(_ASKED, [{"visitor_id": i.visitor_id, "client_id": i.client_id} for i in batch])
     existing = {
         (row.visitor_id, row.client_id): Message(**row._mapping) for row in conn.execute(_EXISTING, scope | asked)
     }
@@ -288,13 +288,11 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     # A conversation the sweeper closed for being idle comes back with the visitor's next message (issue 8).
     writing = {i.visitor_id for i in batch if i.sender == "visitor" and (i.visitor_id, i.client_id) not in existing}
     idle = [row.id for v, row in newest.items() if v in writing and row.resolved and row.auto_resolved_at]
-    for conversation_id in do_reopen_idle(session, idle):
-        row = next(r for r in newest.values() if r.id == conversation_id)
-        open_rows[row.visitor_id] = row
+    reopened = set(do_reopen_idle(session, idle))
+    open_rows |= {v: row for v, row in newest.items() if row.id in reopened}
 
     now = datetime.now(UTC)
     seqs = {v: row.last_seq for v, row in visitors.items()}
-    seen: dict[uuid.UUID, datetime] = {}
     conversation_of: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID | None]] = {
         v: (row.id, row.assignee_id) for v, row in open_rows.items()
     }
@@ -332,8 +330,6 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
             created_at=now,
         )
         changes.setdefault(conversation_id, _Change()).add(item)
-        if item.sender == "visitor":
-            seen[item.visitor_id] = now
         existing[key] = message
         created.append(message)
         results.append(Stored(message, True, new_conversation, assignee_id, visitor.name))
@@ -350,9 +346,9 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
         }
         for conversation_id, visitor_id in started.items()
     ]
-    new_rows = [{c: getattr(m, c) for c in _NEW_COLUMNS} for m in created]
+    new_rows = [{c.name: getattr(m, c.name) for c in _NEW.c} for m in created]
     seen_rows = [
-        {"visitor_id": v, "last_seq": seqs[v], "last_seen_at": seen.get(v)}
+        {"visitor_id": v, "last_seq": seqs[v], "last_seen_at": now if v in writing else None}
         for v in sorted({m.visitor_id for m in created})
     ]
     touched_rows = [
@@ -362,10 +358,10 @@ def do_store_messages(session: Session, batch: list[Inbound]) -> list[Stored | N
     ]
     params = (
         {"b_tenant": tenant_id, "b_now": now}
-        | _arrays("started", started_rows, _STARTED_COLUMNS)
-        | _arrays("new", new_rows, _NEW_COLUMNS)
-        | _arrays("seen", seen_rows, ["visitor_id", "last_seq", "last_seen_at"])
-        | _arrays("touched", touched_rows, ["conversation_id", "preview", "unread", "waiting", "wakes"])
+        | _arrays(_STARTED, started_rows)
+        | _arrays(_NEW, new_rows)
+        | _arrays(_SEEN, seen_rows)
+        | _arrays(_TOUCHED, touched_rows)
     )
     ids = {(row.visitor_id, row.seq): row.id for row in conn.execute(_WRITE, params)}
     for message in created:
