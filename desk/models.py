@@ -93,10 +93,15 @@ class Site(TenantScoped, Base):
     created_at: Mapped[datetime] = _now()
 
     def allows_origin(self, origin: str | None) -> bool:
-        """No Origin header: not a browser, judged by its token alone. An empty list admits every origin."""
-        if origin is None or not self.allowed_origins:
-            return True
-        return origin.rstrip("/") in {o.rstrip("/") for o in self.allowed_origins}
+        return origin_allowed(self.allowed_origins, origin)
+
+
+def origin_allowed(allowed_origins: list[str], origin: str | None) -> bool:
+    """Whether a site with these allowed origins admits a page of this origin. No Origin header: not a browser,
+    judged by its token alone. An empty list admits every origin."""
+    if origin is None or not allowed_origins:
+        return True
+    return origin.rstrip("/") in {o.rstrip("/") for o in allowed_origins}
 
 
 class User(TenantScoped, Base):

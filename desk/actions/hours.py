@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from desk import audit
@@ -94,9 +94,14 @@ def as_form(schedule: Schedule | None) -> dict[str, str]:
     return form
 
 
-def schedule_of(session: Session, team_id: uuid.UUID | None) -> Schedule | None:
+def schedule_query(team_id: uuid.UUID | None) -> Select[tuple[Schedule]]:
+    """The team's schedule, or the tenant's default (team_id None): the first made, should there be two."""
     query = select(Schedule).where(Schedule.team_id.is_(None) if team_id is None else Schedule.team_id == team_id)
-    return session.scalars(query.order_by(Schedule.created_at)).first()
+    return query.order_by(Schedule.created_at).limit(1)
+
+
+def schedule_of(session: Session, team_id: uuid.UUID | None) -> Schedule | None:
+    return session.scalars(schedule_query(team_id)).first()
 
 
 def do_save_schedule(

@@ -243,12 +243,17 @@ def visitor_team(session: Session, visitor: Visitor, tenant_settings: Any = UNRE
     return _team_id(found[1]) if found else None
 
 
-def hours_for_visitor(session: Session, visitor: Visitor, tenant_settings: Any = UNREAD) -> mail_hours.HoursStatus:
+def hours_for_visitor(
+    session: Session, visitor: Visitor, tenant_settings: Any = UNREAD, default_schedule: Any = UNREAD
+) -> mail_hours.HoursStatus:
     """The business hours that hold this visitor's next conversation (routing's, desk/actions/routing.py): the
-    schedule of the team the rules pick, else the tenant's default. What the widget's session should say."""
+    schedule of the team the rules pick, else the tenant's default. What the widget's session should say.
+    `tenant_settings` and `default_schedule` (None: the tenant has none): when the caller has read them already."""
     team_id = visitor_team(session, visitor, tenant_settings)
     schedule = schedule_of(session, team_id) if team_id else None
-    return mail_hours.status(schedule or schedule_of(session, None))
+    if schedule is None:
+        schedule = schedule_of(session, None) if default_schedule is UNREAD else default_schedule
+    return mail_hours.status(schedule)
 
 
 def _team_id(rule: dict[str, Any]) -> uuid.UUID | None:

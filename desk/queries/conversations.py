@@ -48,10 +48,15 @@ def thread_state(visitor_id: uuid.UUID) -> Select[tuple[int | None, uuid.UUID | 
     return select(*thread_state_columns(visitor_id))
 
 
-def thread_state_columns(visitor_id: uuid.UUID) -> tuple[ScalarSelect[Any], ...]:
-    """`thread_state`'s three columns, for a statement that reads more beside them (a new socket's, issue 10)."""
-    return (
-        select(Visitor.last_seq).where(Visitor.id == visitor_id).scalar_subquery(),
-        open_conversation_id(visitor_id).scalar_subquery(),
-        visitor_read_seq(visitor_id).scalar_subquery(),
-    )
+def thread_state_columns(visitor_id: Any, tenant_id: Any = None) -> tuple[ScalarSelect[Any], ...]:
+    """`thread_state`'s three columns, for a statement that reads more beside them (a new socket's, issue 10).
+    `tenant_id` (a value or bind parameter) names the tenant in each, for a statement run in Core, which the ORM
+    session's tenant criteria do not reach (desk/db.py)."""
+    visitor = select(Visitor.last_seq).where(Visitor.id == visitor_id)
+    conversation = open_conversation_id(visitor_id)
+    read = visitor_read_seq(visitor_id)
+    if tenant_id is not None:
+        visitor = visitor.where(Visitor.tenant_id == tenant_id)
+        conversation = conversation.where(Conversation.tenant_id == tenant_id)
+        read = read.where(Conversation.tenant_id == tenant_id)
+    return visitor.scalar_subquery(), conversation.scalar_subquery(), read.scalar_subquery()

@@ -295,8 +295,11 @@ def test_a_socket_over_the_frame_rate_gets_an_error_frame_and_is_closed_while_ot
             return outcome, heard
 
     outcome, heard = asyncio.run(scenario())
-    assert [f["type"] for f in outcome.frames] == ["pong"] * 5 + ["error"]
-    assert outcome.frames[-1] == {
+    pongs, last = [f["type"] for f in outcome.frames[:-1]], outcome.frames[-1]
+    # The burst of 5 is answered, the flood of 20 is not; a busy machine may refill a token (5 a second) while it
+    # reads them, hence a sixth or seventh pong at most.
+    assert pongs == ["pong"] * len(pongs) and 5 <= len(pongs) <= 7
+    assert last == {
         "type": "error",
         "code": "rate_limited",
         "message": "more than 5 frames a second; reconnect and slow down",

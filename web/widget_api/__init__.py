@@ -10,12 +10,14 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select, true
+from sqlalchemy.orm import aliased
 from werkzeug.exceptions import HTTPException
 
 from desk import tokens, visitor_context, widget_settings
+from desk.actions.hours import schedule_query
 from desk.db import system_session, tenant_session
-from desk.models import Site, Tenant
+from desk.models import Schedule, Site, Tenant
 from desk.protocol import storable
 from desk.queries.agents import online_agent
 from desk.settings import Settings
@@ -79,13 +81,19 @@ def _site_tenant(site_key: str) -> uuid.UUID | None:
     return tenant_id
 
 
-def _site_and_tenant(site_key: str) -> Select[tuple[Site, str, dict[str, Any] | None, bool]]:
-    """The site, its tenant's status and settings, and whether an agent is online: one statement (issue 10)."""
+def _site_and_tenant() -> Select[tuple[Site, str, dict[str, Any] | None, bool, Schedule | None]]:
+    """The site with the key `site_key`, its tenant's status and settings, whether an agent is online and the
+    tenant's default business hours (None when it has none): one statement (issue 10)."""
+    default_schedule = aliased(Schedule, schedule_query(None).lateral())
     return (
-        select(Site, Tenant.status, Tenant.settings, online_agent().exists())
+        select(Site, Tenant.status, Tenant.settings, online_agent().exists(), default_schedule)
         .join(Tenant, Tenant.id == Site.tenant_id)
-        .where(Site.site_key == site_key)
+        .outerjoin(default_schedule, true())
+        .where(Site.site_key == bindparam("site_key"))
     )
+
+
+_SITE_AND_TENANT = _site_and_tenant()  # built once: every session request runs it
 
 
 @bp.route("/api/v1/widget/session", methods=["OPTIONS"])
@@ -117,11 +125,11 @@ def create_session() -> ResponseReturnValue:
     with tenant_session(tenant_id) as session:
         # What the response says of the site and its tenant, read in the transaction that makes the visitor: one
         # transaction per session request, and as few statements as can be (issue 10).
-        found = session.execute(_site_and_tenant(site_key)).first()
+        found = session.execute(_SITE_AND_TENANT, {"site_key": site_key}).first()
         if found is None:  # the site was deleted since its tenant was remembered
             _SITE_TENANTS.pop(site_key, None)
             return _error(404, "unknown_site", "no site has this site_key")
-        site, status, tenant_settings, agents_online = found
+        site, status, tenant_settings, agents_online, default_schedule = found
         if status == "suspended":  # SaaS: the operator suspended the tenant (docs/admin.md)
             return _error(403, "tenant_suspended", "this chat is not available at the moment")
         if not site.allows_origin(request.headers.get("Origin")):
@@ -149,7 +157,8 @@ def create_session() -> ResponseReturnValue:
         if email and visitor.email == email:  # left in the chat: replies by email once they have gone (mail)
             _offline.follow_when_away(session, visitor, email)
         # Read before the commit, in the same transaction (they see the visitor as it is about to be committed).
-        hours = _offline.hours_of(session, visitor, tenant_settings)  # outside hours: a form to leave a message
+        # Outside hours: a form to leave a message.
+        hours = _offline.hours_of(session, visitor, tenant_settings, default_schedule)
         prechat = _prechat.form_for(session, site, visitor)  # what to ask before the chat, or None
         session.commit()
         claims = tokens.VisitorClaims(site.tenant_id, site.id, visitor.id)

@@ -34,11 +34,13 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OFFLINE_PREFIX = "offline:"
 
 
-def hours_of(session: Session, visitor: Visitor, tenant_settings: Any = UNREAD) -> dict[str, Any]:
+def hours_of(
+    session: Session, visitor: Visitor, tenant_settings: Any = UNREAD, default_schedule: Any = UNREAD
+) -> dict[str, Any]:
     """The business hours as the session response carries them, open or when they are back: those of the team the
     routing rules would give this visitor's next conversation (its page, language, attributes such as the pre-chat
     choice), else the tenant's (desk/actions/rules.py, `hours_for_visitor`)."""
-    return hours_for_visitor(session, visitor, tenant_settings).as_json()
+    return hours_for_visitor(session, visitor, tenant_settings, default_schedule).as_json()
 
 
 def follow_when_away(session: Session, visitor: Visitor, email: str) -> None:
