@@ -296,9 +296,9 @@ def test_a_socket_over_the_frame_rate_gets_an_error_frame_and_is_closed_while_ot
 
     outcome, heard = asyncio.run(scenario())
     pongs, last = [f["type"] for f in outcome.frames[:-1]], outcome.frames[-1]
-    # The burst of 5 is answered, the flood of 20 is not; a busy machine may refill a token (5 a second) while it
-    # reads them, hence a sixth or seventh pong at most.
-    assert pongs == ["pong"] * len(pongs) and 5 <= len(pongs) <= 7
+    # The first 5 of the 20 pings (the burst) are answered, then the socket is refused; a busy machine may refill a
+    # token or a few (5 a second) while it reads them, hence up to 9 pongs.
+    assert pongs == ["pong"] * len(pongs) and 5 <= len(pongs) <= 9
     assert last == {
         "type": "error",
         "code": "rate_limited",

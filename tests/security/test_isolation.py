@@ -503,9 +503,10 @@ def test_a_new_sockets_read_names_the_tenant_itself_where_row_level_security_let
             return s.connection().execute(edge_thread._ADMISSION, ids).first()
 
     mixed, own = read(tenant, site), read(theirs.tenant_id, theirs.site_id)
-    last_seq = 2  # the columns: the site's allowed origins, the tenant's status, the thread's last seq, ...
-    assert mixed is None or mixed[last_seq] is None  # UNKNOWN_VISITOR: the socket closes with 4401
-    assert own is not None and own[last_seq] is not None
+    # The columns: the site's allowed origins, the tenant's status, then the thread: its last seq (None: no such
+    # visitor, so the socket closes with 4401), its open conversation, how far agents have read.
+    assert mixed is None or tuple(mixed[2:]) == (None, None, 0)
+    assert own is not None and own[2] is not None and own[3] == theirs.conversation_id
 
 
 # -- the console's live stream -------------------------------------------------------------------------------------
