@@ -23,7 +23,7 @@ import uuid
 from typing import Any, NamedTuple
 
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from desk import metrics, protocol
 from desk.bus import BusUnavailable
@@ -48,6 +48,9 @@ CLOSE_INTERNAL = 1011  # RFC 6455: the server hit an unexpected condition
 CLOSE_TRY_AGAIN = 1013  # RFC 6455: try again later
 CLOSE_RESTARTING = 1012  # RFC 6455: service restart; the client reconnects (to another edge) at once
 RESYNC = object()  # a marker on the delivery queue: catch up from PostgreSQL
+# After the edge closes a socket, how long it reads and drops what the client still sends, until its close reply
+# (`wait_closed`).
+CLOSE_WAIT_SECONDS = 5.0
 # What may wait on a socket's delivery queue for its first `hello`; beyond that, the hello reads PostgreSQL.
 BEFORE_HELLO = 100
 # The visitor went away (RuntimeError: Starlette sending on a socket the client closed).
@@ -302,6 +305,21 @@ class VisitorSocket:
             await self.link.close()
 
 
+async def wait_closed(ws: WebSocket) -> None:
+    """After the edge closed `ws`: read and drop what the client still sends until its close reply comes.
+
+    Hypercorn hands a socket's frames to the app through a queue of 10 and stops reading the connection while it
+    is full. A client that went on sending after the close (a flood refused, a widget's outbox) filled it, so its
+    close reply was never read: the connection stayed open until the client gave up (20 s for the `websockets`
+    library), and the server's task for it until the process ended."""
+    if ws.application_state != WebSocketState.DISCONNECTED or ws.client_state != WebSocketState.CONNECTED:
+        return  # not closed by the edge, or the client's close already heard (or never accepted)
+    with contextlib.suppress(TimeoutError, *GONE):
+        async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+
+
 async def _tell_and_close(
     ws: WebSocket, frame: dict[str, Any], code: int, reason: str, lock: asyncio.Lock | None = None
 ) -> None:
@@ -333,6 +351,7 @@ async def turn_away(ws: WebSocket, abuse: EdgeLimits, address: str | None, limit
     abuse.tell(address, limited)
     await ws.accept()
     await refuse(ws, limited, CLOSE_TRY_AGAIN)
+    await wait_closed(ws)
 
 
 async def visitor_endpoint(ws: WebSocket) -> None:
@@ -368,6 +387,7 @@ async def visitor_endpoint(ws: WebSocket) -> None:
         except BusUnavailable:
             await ws.close(CLOSE_TRY_AGAIN, "service unavailable; reconnect shortly")
     finally:
+        await wait_closed(ws)  # still counted against its address until the connection is gone
         abuse.close_socket(address)
         if counted is not None:
             abuse.close_visitor_socket(counted)
