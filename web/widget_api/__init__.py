@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Select, bindparam, select, true
+from sqlalchemy import bindparam, select, true
 from sqlalchemy.orm import aliased
 from werkzeug.exceptions import HTTPException
 
@@ -81,19 +81,15 @@ def _site_tenant(site_key: str) -> uuid.UUID | None:
     return tenant_id
 
 
-def _site_and_tenant() -> Select[tuple[Site, str, dict[str, Any] | None, bool, Schedule | None]]:
-    """The site with the key `site_key`, its tenant's status and settings, whether an agent is online and the
-    tenant's default business hours (None when it has none): one statement (issue 10)."""
-    default_schedule = aliased(Schedule, schedule_query(None).lateral())
-    return (
-        select(Site, Tenant.status, Tenant.settings, online_agent().exists(), default_schedule)
-        .join(Tenant, Tenant.id == Site.tenant_id)
-        .outerjoin(default_schedule, true())
-        .where(Site.site_key == bindparam("site_key"))
-    )
-
-
-_SITE_AND_TENANT = _site_and_tenant()  # built once: every session request runs it
+# The site with the key `site_key`, its tenant's status and settings, whether an agent is online and the tenant's
+# default business hours (None when it has none): one statement, built once, for every session request (issue 10).
+_DEFAULT_SCHEDULE = aliased(Schedule, schedule_query(None).lateral())
+_SITE_AND_TENANT = (
+    select(Site, Tenant.status, Tenant.settings, online_agent().exists(), _DEFAULT_SCHEDULE)
+    .join(Tenant, Tenant.id == Site.tenant_id)
+    .outerjoin(_DEFAULT_SCHEDULE, true())
+    .where(Site.site_key == bindparam("site_key"))
+)
 
 
 @bp.route("/api/v1/widget/session", methods=["OPTIONS"])
