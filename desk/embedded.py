@@ -6,6 +6,7 @@ nats-server). Everything lives under one data folder. docs/operations.md explain
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -22,14 +23,35 @@ NATS_CONFIG = ROOT / "config" / "nats-server.conf"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free now on 127.0.0.1, for a server started next.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding port 0 gives) can be handed to
+    an outgoing connection's local end before the server binds it, which a busy test run did (`Address already in
+    use`, and a web process that never started).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: take the kernel's pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until something listens on `port`; fails at once if `process`, the one to listen, has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process meant to listen on {port} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return

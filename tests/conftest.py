@@ -145,7 +145,10 @@ class Stack:
         finally:
             self.env = saved
         try:
-            wait_for_port(port, timeout=60)  # a loaded CI machine can take longer than the default
+            try:  # a loaded CI machine can take longer than the default
+                wait_for_port(port, timeout=60, process=self.processes[name])
+            except (TimeoutError, RuntimeError) as e:
+                pytest.fail(f"{e}:\n{(self.log_dir / f'{name}.log').read_text()[-4000:]}")
             yield f"http://127.0.0.1:{port}"
         finally:
             self.stop(name)

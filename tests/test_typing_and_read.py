@@ -164,9 +164,11 @@ def test_a_long_poll_answers_with_an_agents_typing_and_its_welcome_carries_the_r
     tenant = stack.bootstrap("gus")
 
     async def scenario() -> None:
+        agent = logged_in(stack, tenant)  # online: routing hands Gus the conversation
         visitor, conversation_id = await visitor_with_a_conversation(stack, tenant["site_key"])
+        while not any(f["position"] == 0 for f in visitor.received("queue")):  # so no place in line comes later
+            await visitor.expect("queue")
         await visitor.close()
-        agent = logged_in(stack, tenant)
         await asyncio.to_thread(agent.mark_read, conversation_id, 1)
         url = f"{stack.base_url}/lp/visitor"
         async with httpx.AsyncClient(timeout=30) as client:
