@@ -30,6 +30,7 @@ from tests.faults.stack import FaultStack
 # A socket that has heard nothing (not even a ping) for this long is dead: reconnect.
 SILENCE_SECONDS = 5.0
 WINDOW = 8  # messages a visitor may have unacked at once
+CATCH_UP_SECONDS = 60.0  # how long the final reconnection keeps trying (a slow machine is still recovering)
 
 
 @dataclass
@@ -116,7 +117,18 @@ class Visitor:
                     await reader
 
     async def catch_up(self) -> None:
-        """Reconnect once more with hello(last_seq) and read to the thread's end: the client's final view."""
+        """Reconnect once more with hello(last_seq) and read to the thread's end: the client's final view. As the
+        widget does, it tries again after a failed attempt (a slow machine can still be catching up)."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while True:
+            try:
+                return await self._read_to_the_end()
+            except (OSError, httpx.HTTPError, websockets.WebSocketException, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+
+    async def _read_to_the_end(self) -> None:
         async with websockets.connect(await self._session()) as ws:
             await ws.send(json.dumps({"type": "hello", "last_seq": self.view.last_seq}))
             target = None
