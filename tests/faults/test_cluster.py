@@ -174,7 +174,11 @@ def test_killing_the_stream_leader_under_load_loses_and_duplicates_nothing(
         for a in agents:
             a.stop = True
         await asyncio.wait_for(asyncio.gather(*agent_tasks), 120)
-        await asyncio.wait_for(asyncio.gather(*visitor_tasks), 180)
+        try:
+            await asyncio.wait_for(asyncio.gather(*visitor_tasks), 180)
+        except TimeoutError:  # say which messages never got their ack, for whoever reads the failure
+            stuck = {v.name: list(v.unacked) for v in views if v.unacked}
+            raise AssertionError(f"unacked after 180 s: {stuck}; {cluster_stack.processes.logs()}") from None
         alive = next(i for i in range(cluster.size) if i in cluster.processes)
         await stream_drained(cluster.url(alive), 120)
         await asyncio.gather(*(v.catch_up() for v in visitors))
