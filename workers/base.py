@@ -22,7 +22,6 @@ import sqlalchemy.exc
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 
@@ -74,7 +73,7 @@ async def consume(
     while not stop.is_set():
         try:
             msgs = await sub.fetch(BATCH, timeout=FETCH_WAIT_SECONDS)
-        except NatsTimeout:
+        except TimeoutError:  # nothing to fetch: nats-py raises its own TimeoutError or, at times, asyncio's
             continue
         except (ConnectionClosedError, OSError, ServiceUnavailableError) as exc:
             log.warning("%s: fetch failed (%s); retrying", durable, exc)

@@ -23,7 +23,6 @@ from datetime import timedelta
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 
 from desk import bus, mail_outbox, metrics, settings, subjects
 from desk.actions import lapses
@@ -144,7 +143,7 @@ async def consume(nc: Client, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             msgs = await sub.fetch(FETCH, timeout=FETCH_WAIT_SECONDS)
-        except NatsTimeout:
+        except TimeoutError:  # nothing to fetch: nats-py raises its own TimeoutError or, at times, asyncio's
             continue
         except (nats.errors.Error, OSError) as exc:
             log.warning("mailer: fetch failed (%s); retrying", exc)
