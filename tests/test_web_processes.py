@@ -20,15 +20,22 @@ def _web_processes(stack: Stack, base_url: str) -> list[psutil.Process]:
     return [p for p in psutil.Process(shell.pid).children(recursive=True) if "python" in p.name()]
 
 
-def _sockets_on(process: psutil.Process, port: int) -> int:
-    return sum(c.laddr.port == port and c.status == "ESTABLISHED" for c in process.net_connections("tcp"))
+def _sockets_on(process: psutil.Process, port: int, status: str = "ESTABLISHED") -> int:
+    return sum(c.laddr.port == port and c.status == status for c in process.net_connections("tcp"))
+
+
+def _listening(stack: Stack, base_url: str, port: int) -> list[psutil.Process] | bool:
+    """Both processes, once each has bound its own socket: a process that is still importing the product gets none
+    of the connections the kernel spreads (SO_REUSEPORT), and `another_web` waits for the port, not for both."""
+    found = _web_processes(stack, base_url)
+    return len(found) == 2 and all(_sockets_on(p, port, "LISTEN") for p in found) and found
 
 
 def test_two_web_processes_share_the_port_and_a_sigterm_to_the_first_drains_and_stops_both(stack: Stack) -> None:
     tenant = stack.bootstrap("alice")
     with stack.another_web(WEB_CONCURRENCY="2") as base_url:
         port = int(base_url.rsplit(":", 1)[1])
-        processes = eventually(lambda: len(found := _web_processes(stack, base_url)) == 2 and found, "two processes")
+        processes = eventually(lambda: _listening(stack, base_url, port), "two processes listening")
         first = min(processes, key=lambda p: p.create_time())
 
         async def scenario() -> list[int]:
