@@ -14,8 +14,6 @@ from web.edge.abuse import (
     EdgeLimits,
     TokenBucket,
     ip_key,
-    session_limiter,
-    session_refusal,
     signed_claims,
 )
 
@@ -89,16 +87,16 @@ def test_a_limit_of_zero_is_off() -> None:
     one = uuid.uuid4()
     assert all(limits.connect_visitor(one) is None and limits.open_visitor_socket(one) is None for _ in range(1000))
     assert limits.frames() is None
-    assert session_limiter(off) is None and session_refusal(None, "10.0.0.1") is None
+    assert all(limits.new_session("10.0.0.1") is None for _ in range(1000))
 
 
 def test_new_sessions_per_hour_say_when_the_next_one_is_allowed() -> None:
-    buckets = session_limiter(replace(Limits(), sessions_per_ip_per_hour=2))
-    assert session_refusal(buckets, "10.0.0.1") is None and session_refusal(buckets, "10.0.0.1") is None
-    refused = session_refusal(buckets, "10.0.0.1")
+    limits = EdgeLimits(replace(Limits(), sessions_per_ip_per_hour=2))
+    assert limits.new_session("10.0.0.1") is None and limits.new_session("10.0.0.1") is None
+    refused = limits.new_session("10.0.0.1")
     assert refused is not None and refused.limit == "sessions_per_ip_per_hour"
     assert 1790 <= refused.retry_after <= 1800  # 2 an hour: one every 30 minutes
-    assert session_refusal(buckets, "10.0.0.2") is None
+    assert limits.new_session("10.0.0.2") is None
 
 
 def test_a_visitors_open_sockets_are_counted_whatever_their_address_and_given_back_when_closed() -> None:

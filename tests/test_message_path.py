@@ -239,9 +239,36 @@ def test_session_errors_say_what_is_wrong(stack: Stack) -> None:
     unknown = session(stack.base_url, "no-such-site")
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "unknown_site"
-    not_json = httpx.post(f"{stack.base_url}/api/v1/widget/session", content="{", timeout=5)
+    url = f"{stack.base_url}/api/v1/widget/session"
+    not_json = httpx.post(url, content="{", headers={"Content-Type": "application/json"}, timeout=5)
     assert not_json.status_code == 400
     assert not_json.json()["error"] == "invalid_json"
+    assert httpx.post(url, content='{"site_key": "x"}', timeout=5).json()["message"] == (
+        "body must be a JSON object, sent as Content-Type: application/json"
+    )
+    # A fixed limit of 1 MiB a body (docs/protocol.md, "Limits"), told before the body is read.
+    too_large = httpx.post(url, json={"site_key": "x", "page": {"title": "x" * 1024 * 1024}}, timeout=5)
+    assert too_large.status_code == 413
+    assert too_large.json() == {"error": "too_large", "message": "a session request carries at most 1048576 bytes"}
+    wrong_method = httpx.get(url, timeout=5)
+    assert (wrong_method.status_code, wrong_method.json()["error"]) == (405, "method_not_allowed")
+    assert wrong_method.headers["Allow"] == "POST, OPTIONS"
+
+
+def test_a_cross_origin_widget_may_ask_for_a_session(stack: Stack) -> None:
+    site_key = stack.bootstrap()["site_key"]
+    url = f"{stack.base_url}/api/v1/widget/session"
+    asked = {"Origin": "https://shop.test", "Access-Control-Request-Method": "POST"}
+    preflight = httpx.options(url, headers={**asked, "Access-Control-Request-Headers": "content-type"}, timeout=5)
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.test"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "POST, OPTIONS"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "Content-Type"
+    answered = session(stack.base_url, site_key, origin="https://shop.test")
+    assert answered.headers["Access-Control-Allow-Origin"] == "https://shop.test"
+    assert answered.headers["Access-Control-Expose-Headers"] == "Retry-After"  # a 429's wait, for the widget
+    said = httpx.post(url, json={"site_key": site_key}, headers={"X-Request-ID": "widget-req-1"}, timeout=5)
+    assert said.headers["X-Request-ID"] == "widget-req-1"  # as every response of the web process carries it
 
 
 def test_a_site_with_allowed_origins_refuses_other_origins(stack: Stack) -> None:

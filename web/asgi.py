@@ -1,7 +1,8 @@
 """The one ASGI application that Hypercorn serves: the socket edge, and Flask for everything else.
 
-`hypercorn web.asgi:app` (see Procfile). Routes: /ws/visitor (web/edge/visitor.py), /live/console
-(web/edge/console.py), and the rest to Flask through asgiref's WsgiToAsgi.
+`hypercorn web.asgi:app` (see Procfile). Routes: /ws/visitor (web/edge/visitor.py), /lp/visitor
+(web/edge/polling.py), the widget's session request (web/edge/session.py), /live/console (web/edge/console.py),
+and the rest to Flask through asgiref's WsgiToAsgi.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from contextlib import asynccontextmanager
 
 from asgiref.sync import sync_to_async
 from asgiref.wsgi import WsgiToAsgi, WsgiToAsgiInstance
+from flask import Flask
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from desk import logs, settings
 from web import create_app, security
-from web.edge import polling
+from web.edge import polling, session
 from web.edge.abuse import EdgeLimits
 from web.edge.console import console_stream
 from web.edge.hub import Hub
@@ -48,13 +50,18 @@ class ThreadedWsgiToAsgi(WsgiToAsgi):
 
 
 def build() -> Starlette:
+    """The application of a `web` process: its logging, its NATS connection (the hub), and Flask."""
     config = settings.load()
     logs.configure("web")
     logging.getLogger("hypercorn.error").propagate = False  # Hypercorn prints its own lines already
     if not config.nats_url:
         raise RuntimeError("NATS_URL is not set (the dev runner sets it for the embedded nats-server)")
-    flask_app = create_app()
-    hub = Hub(config.nats_url)
+    return application(config, create_app(), Hub(config.nats_url))
+
+
+def application(config: settings.Settings, flask_app: Flask, hub: Hub) -> Starlette:
+    """The routes and the transport rules in front of them; tests serve it in-process (the hub is started with the
+    application's lifespan, which an in-process client that sends no lifespan events never starts)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,6 +80,7 @@ def build() -> Starlette:
             Route("/live/console", console_stream),
             Route("/lp/visitor", polling.poll, methods=["GET"]),
             Route("/lp/visitor", polling.send, methods=["POST"]),
+            Route(session.PATH, session.session, methods=["POST", "OPTIONS", "GET", "PUT", "PATCH", "DELETE"]),
             Mount("/", app=ThreadedWsgiToAsgi(flask_app)),
         ],
         # TLS in production, loopback in development, X-Forwarded-* from trusted proxies only: for every route.
@@ -86,4 +94,9 @@ def build() -> Starlette:
     return app
 
 
-app = build()
+def __getattr__(name: str) -> Starlette:
+    """`web.asgi:app`, built when it is first asked for (PEP 562): importing `application` sets up no process."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["app"] = built = build()
+    return built

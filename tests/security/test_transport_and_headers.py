@@ -1,7 +1,8 @@
 """Issue 7, transport and headers: TLS in production (directly or through a trusted proxy), plain HTTP on loopback
 only in development, X-Forwarded-* believed from trusted proxies only, and the security headers of each response.
 
-Header rules are checked on the Flask app itself; the transport rules on a real `web` process from the Procfile.
+Header rules are checked on the application in-process (Flask's test client; httpx's ASGI transport for the widget's
+session request, which the edge serves); the transport rules on a real `web` process from the Procfile too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,30 @@ def app_with(monkeypatch: pytest.MonkeyPatch, env: str = "development", trusted_
     monkeypatch.delenv("PUBLIC_URL", raising=False)
     monkeypatch.delenv("NATS_URL", raising=False)  # no NATS connection to outlive the suite's nats-server
     return create_app()
+
+
+def post_session(
+    monkeypatch: pytest.MonkeyPatch,
+    body: dict[str, Any],
+    env: str = "development",
+    trusted_proxies: str = "",
+    peer: str = "127.0.0.1",
+    base_url: str = "http://localhost",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """`POST /api/v1/widget/session` to the whole ASGI application, served in-process, from `peer`."""
+    from web.asgi import application
+    from web.edge.hub import Hub
+
+    flask_app = app_with(monkeypatch, env, trusted_proxies)
+    app = application(flask_app.config["DESKBELL"], flask_app, Hub(""))  # its lifespan (NATS) never starts
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            return await client.post("/api/v1/widget/session", json=body, headers=headers)
+
+    return asyncio.run(post())
 
 
 @pytest.fixture
@@ -86,9 +111,10 @@ def test_widget_js_is_nosniff_and_cached_long_but_revalidated(client: FlaskClien
     assert "Content-Security-Policy" not in response.headers  # embedded in the customer's page, under its CSP
 
 
-def test_widget_api_responses_are_nosniff(client: FlaskClient, tenant: Any) -> None:
-    for body in ({"site_key": site_key(tenant)}, {"nonsense": True}):
-        response = client.post("/api/v1/widget/session", json=body)
+def test_widget_api_responses_are_nosniff(database_url: str, tenant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for body, status in (({"site_key": site_key(tenant)}, 200), ({"nonsense": True}, 400)):
+        response = post_session(monkeypatch, body)
+        assert response.status_code == status
         assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -130,32 +156,36 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(
     assert response.headers["Location"] == "https://localhost/login?next=%2Fconsole"
 
     # Over TLS it is served, and the visitor is where it connects from (US), not where it claims to be (GB).
-    session = client.post(
-        "/api/v1/widget/session",
-        json={"site_key": site_key(tenant)},
+    session = post_session(
+        monkeypatch,
+        {"site_key": site_key(tenant)},
+        "production",
+        "10.0.0.0/8",
+        peer="8.8.8.8",
         base_url="https://chat.example.com",
-        environ_base=peer,
         headers=forged,
     )
     assert session.status_code == 200
-    assert visitor_country(tenant, session.json["visitor_id"]) == "US"
+    assert session.json()["ws_url"] == "wss://chat.example.com/ws/visitor"
+    assert visitor_country(tenant, session.json()["visitor_id"]) == "US"
 
 
 def test_a_trusted_proxy_gives_the_real_visitor_address_and_scheme(
     database_url: str, tenant: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = app_with(monkeypatch, "production", trusted_proxies="10.0.0.0/8, 2001:db8::1").test_client()
-    session = client.post(
-        "/api/v1/widget/session",
-        json={"site_key": site_key(tenant)},
-        environ_base={"REMOTE_ADDR": "10.1.2.3"},
+    session = post_session(
+        monkeypatch,
+        {"site_key": site_key(tenant)},
+        "production",
+        "10.0.0.0/8, 2001:db8::1",
+        peer="10.1.2.3",
         headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "8.8.8.8, 81.2.69.160", "X-Forwarded-Host": "c.test"},
     )
     assert session.status_code == 200
-    assert session.json["ws_url"] == "wss://c.test/ws/visitor"
+    assert session.json()["ws_url"] == "wss://c.test/ws/visitor"
     assert session.headers["Strict-Transport-Security"] == HSTS
     # The address the proxy saw (the last one), not what the client wrote before it.
-    assert visitor_country(tenant, session.json["visitor_id"]) == "GB"
+    assert visitor_country(tenant, session.json()["visitor_id"]) == "GB"
 
 
 def test_trusted_proxies_must_be_addresses(monkeypatch: pytest.MonkeyPatch) -> None:

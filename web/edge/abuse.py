@@ -122,17 +122,6 @@ def _seconds(wait: float) -> int:
     return max(1, math.ceil(wait))
 
 
-def session_limiter(limits: Limits) -> Buckets | None:
-    """New visitor sessions per address per hour (web/widget_api), or None when that limit is off."""
-    per_hour = limits.sessions_per_ip_per_hour
-    return Buckets(per_hour, per_hour / 3600) if per_hour > 0 else None
-
-
-def session_refusal(buckets: Buckets | None, address: str | None) -> Limited | None:
-    message = "too many new chat sessions from your network; try again later"
-    return _take(buckets, ip_key(address), "sessions_per_ip_per_hour", message)
-
-
 def _per_minute(per_minute: int, clock: Callable[[], float]) -> Buckets | None:
     """A bucket of `per_minute` at once, refilled over the minute; None when the limit is off."""
     return Buckets(per_minute, per_minute / 60, clock) if per_minute > 0 else None
@@ -176,6 +165,8 @@ class EdgeLimits:
         self.sockets = OpenCounts(limits.sockets_per_ip)
         self.visitor_connections = _per_minute(limits.connections_per_visitor_per_minute, clock)
         self.visitor_sockets = OpenCounts(limits.sockets_per_visitor)
+        per_hour = limits.sessions_per_ip_per_hour
+        self.sessions = Buckets(per_hour, per_hour / 3600, clock) if per_hour > 0 else None
         self.clock = clock
         self.told: dict[tuple[str, str], float] = {}  # (address, limit) -> until when it was told to stay away
 
@@ -194,6 +185,12 @@ class EdgeLimits:
         """A new connection (a socket or a long-poll request) from `address`: None when it may go on."""
         message = "too many new connections from your network; reconnect later"
         return _take(self.connections, ip_key(address), "connections_per_ip_per_minute", message)
+
+    def new_session(self, address: str | None) -> Limited | None:
+        """A session request for a new visitor from `address` (web/edge/session.py; a resumed visitor is not
+        counted, so reconnecting is free): None when it may go on. Called from the session's thread."""
+        message = "too many new chat sessions from your network; try again later"
+        return _take(self.sessions, ip_key(address), "sessions_per_ip_per_hour", message)
 
     def open_socket(self, address: str | None) -> Limited | None:
         """Count a socket as open (the caller calls `close_socket` when it ends), or say why it may not open."""
