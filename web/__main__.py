@@ -77,6 +77,8 @@ def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
 async def main() -> None:
     from web.asgi import app
 
+    aio.freeze_startup()  # the app is built: Flask, the edge and what they import
+
     config = Config()
     processes = concurrency()
     host, port = os.environ.get("HOST", "0.0.0.0").strip("[]"), int(os.environ.get("PORT", "8000"))

@@ -266,4 +266,5 @@ def run(consumers: list[Consumer], name: str, beside: Sequence[Beside] = ()) -> 
         await bus.flush(nc)
         await nc.close()
 
+    aio.freeze_startup()  # everything is imported: the consumers' modules and SQLAlchemy's
     aio.run(main())
