@@ -80,6 +80,7 @@ def application(config: settings.Settings, flask_app: Flask, hub: Hub) -> Starle
             Route("/live/console", console_stream),
             Route("/lp/visitor", polling.poll, methods=["GET"]),
             Route("/lp/visitor", polling.send, methods=["POST"]),
+            # Every method, so that a wrong one gets the JSON 405 (GET brings HEAD).
             Route(session.PATH, session.session, methods=["POST", "OPTIONS", "GET", "PUT", "PATCH", "DELETE"]),
             Mount("/", app=ThreadedWsgiToAsgi(flask_app)),
         ],
