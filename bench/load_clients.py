@@ -26,6 +26,8 @@ MAX_IN_FLIGHT = 50
 # A kept-alive HTTP connection is dropped after this long idle: before Hypercorn's keep-alive of 5 s ends, so a
 # request never goes out on a connection the server is closing at that moment (httpx's default is also 5 s).
 KEEPALIVE_SECONDS = 2.0
+# A request whose connection closes under it is sent this many times in all (`post`).
+POST_ATTEMPTS = 3
 # widget.js's heartbeat: every CHECK_EVERY seconds it pings if it has heard nothing for 0.6 of the server's.
 CHECK_EVERY = 4.0
 
@@ -52,6 +54,7 @@ class Record:
     attention: dict[str, float] = field(default_factory=dict)  # client_id → an agent's console named it
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     throttled: int = 0  # sends skipped: the visitor had MAX_IN_FLIGHT unacked
+    retried: int = 0  # requests sent again after their connection closed under them (`post`)
 
     def error(self, kind: str) -> None:
         self.errors[f"{self.step}:{kind}"] += 1
@@ -71,6 +74,19 @@ class Record:
         return times[i] if i < len(times) else None
 
 
+async def post(record: Record, http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """POST, sent again when its connection closes under it: a kept-alive connection the server was closing as
+    the request went out (seen on a loaded machine), as the widget asks for its session again and the agent
+    sends the composer's form again. Both are safe to repeat (a reply carries its client_id, stored once).
+    Counted in `record.retried`, apart from errors: nothing was lost and the server did nothing wrong."""
+    for _ in range(POST_ATTEMPTS - 1):
+        try:
+            return await http.post(url, **kwargs)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            record.retried += 1
+    return await http.post(url, **kwargs)
+
+
 class VisitorClient:
     def __init__(self, record: Record, http: httpx.AsyncClient, base_url: str, site_key: str, name: str) -> None:
         self.record, self.http, self.base_url, self.site_key, self.name = record, http, base_url, site_key, name
@@ -87,7 +103,9 @@ class VisitorClient:
 
     async def connect(self) -> None:
         """Session, socket, hello; then the outbox again, in order, as widget.js does after a reconnect."""
-        response = await self.http.post(
+        response = await post(
+            self.record,
+            self.http,
             f"{self.base_url}/api/v1/widget/session",
             json={"site_key": self.site_key, "visitor_token": self.token},
         )
@@ -260,7 +278,9 @@ class AgentClient:
         self.record.replies[client_id] = sent = Sent(now, self.record.step, self.email)
         sent.conversation_id = conversation
         try:
-            response = await self.http.post(
+            response = await post(
+                self.record,
+                self.http,
                 f"/console/c/{conversation}/messages",
                 data={"body": f"reply {client_id}", "client_id": client_id, "csrf_token": self.csrf},
                 headers={"HX-Request": "true"},
