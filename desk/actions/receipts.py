@@ -28,11 +28,16 @@ def do_mark_read(session: Session, conversation_id: uuid.UUID, seq: int) -> int 
     if conversation is None or seq <= conversation.agent_read_seq:
         session.rollback()
         return None
-    conversation.agent_read_seq = seq
-    conversation.unread_count = session.scalar(
+    # Counted before anything is set, so the row is updated once, at the commit. A second UPDATE of a row this
+    # transaction already updated (the count's autoflush made the first) makes PostgreSQL check its foreign keys
+    # again, which takes a share lock on the visitor: the store worker locks the visitor first and then updates the
+    # conversation this transaction has locked, and the two deadlocked (seen in a CI run).
+    unread = session.scalar(
         select(func.count())
         .select_from(Message)
         .where(Message.conversation_id == conversation_id, Message.sender == "visitor", Message.seq > seq)
     )
+    conversation.agent_read_seq = seq
+    conversation.unread_count = unread
     session.commit()
     return seq
