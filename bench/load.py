@@ -266,7 +266,7 @@ async def run_load(stack: RunningStack, o: Options) -> dict[str, Any]:
         "unacked": sum(m.acked_at is None for m in record.messages.values()),
         "replies_unanswered": sum(r.acked_at is None for r in record.replies.values()),
         "throttled": record.throttled,
-        "replies_retried": record.retried,
+        "requests_retried": record.retried,
         "drain_errors": {k.split(":", 1)[1]: v for k, v in record.errors.items() if k.startswith(f"{len(o.rates)}:")},
         "stored": _stored(stack.database_url, record),
         "idle": idle,
@@ -348,7 +348,7 @@ def print_report(figures: dict[str, Any]) -> None:
           f"{storm['failed']} failed")
     print(f"unacked at the end: {figures['unacked']}; replies unanswered: {figures['replies_unanswered']}; "
           f"sends skipped (visitor had {MAX_IN_FLIGHT} in flight): {figures['throttled']}; "
-          f"requests sent again after their connection closed: {figures.get('replies_retried', 0)}")
+          f"requests sent again after their connection closed: {figures.get('requests_retried', 0)}")
     print(f"stored: {stored}")
     for s in figures["steps"]:
         rss = ", ".join(f"{k} {v['rss_mib']:.0f}" for k, v in s["usage"].items())
