@@ -28,6 +28,28 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 40.0) -> An
         time.sleep(0.1)
 
 
+def in_process(flask_app: Any) -> Any:
+    """The whole ASGI application around `flask_app`, as `web` serves it, to call in this process (its lifespan,
+    and so its NATS connection, never starts)."""
+    from web.asgi import application
+    from web.edge.hub import Hub
+
+    return application(flask_app.config["DESKBELL"], flask_app, Hub(""))
+
+
+def asgi_post(
+    app: Any, url: str, peer: str = "127.0.0.1", base_url: str = "http://localhost", **kwargs: Any
+) -> httpx.Response:
+    """POST to an application from `in_process`, as from `peer`; `kwargs` as for httpx."""
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            return await client.post(url, **kwargs)
+
+    return asyncio.run(post())
+
+
 def session(base_url: str, site_key: str, token: str | None = None, origin: str | None = None) -> httpx.Response:
     headers = {"Origin": origin} if origin else {}
     return httpx.post(

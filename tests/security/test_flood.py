@@ -399,6 +399,17 @@ def test_long_polls_count_as_connections_and_get_429_with_retry_after(stack: Sta
     assert int(answers[-1].headers["Retry-After"]) >= 1
 
 
+def test_a_long_polling_post_over_ten_frames_worth_of_bytes_is_refused_before_it_is_read(stack: Stack) -> None:
+    cap = 10 * DEFAULTS.frame_bytes  # docs/protocol.md, "Limits"
+    url = f"{stack.base_url}/lp/visitor"
+    too_large = httpx.post(url, params={"token": "x"}, content=b"x" * (cap + 1), timeout=10)
+    assert too_large.status_code == 413
+    assert too_large.json() == {"error": "too_large", "message": f"a request carries at most {cap} bytes"}
+    # At the cap it is read, and judged on what it says: not JSON.
+    at_cap = httpx.post(url, params={"token": "x"}, content=b"x" * cap, timeout=10)
+    assert (at_cap.status_code, at_cap.json()["error"]) == (400, "invalid_json")
+
+
 def test_a_long_polling_post_carries_at_most_a_bursts_worth_of_frames_besides_messages(
     stack: Stack, tight: str
 ) -> None:

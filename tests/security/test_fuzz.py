@@ -9,7 +9,6 @@ logger). Each test's example count is bounded; in all a few thousand.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
-import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -27,9 +25,11 @@ from hypothesis import strategies as st
 from desk.protocol import FrameError, Hello, Ping, Pong, Send, Typing, parse_client_frame
 from desk.settings import Limits
 from tests.admin.conftest import Person
+from tests.clients import asgi_post, in_process
 from tests.conftest import Stack
 
 LIMITS = Limits()
+SESSION = "/api/v1/widget/session"
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- what the generators make ------------------------------------------------------------------------------------
@@ -155,19 +155,8 @@ def app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flas
 
 @pytest.fixture(scope="module")
 def edge(app: Flask) -> Any:
-    """The whole ASGI application around `app`, as `web` serves it (its lifespan, and so NATS, never starts)."""
-    from web.asgi import application
-    from web.edge.hub import Hub
-
-    return application(app.config["DESKBELL"], app, Hub(""))
-
-
-def post_session(edge: Any, body: bytes, content_type: str) -> httpx.Response:
-    async def post() -> httpx.Response:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=edge), base_url="http://localhost") as client:
-            return await client.post("/api/v1/widget/session", content=body, headers={"Content-Type": content_type})
-
-    return asyncio.run(post())
+    """The whole ASGI application around `app`, as `web` serves it (the session request is the edge's)."""
+    return in_process(app)
 
 
 @pytest.fixture(scope="module")
@@ -248,11 +237,11 @@ def test_the_widget_session_answers_every_body_without_a_server_error(
         body.setdefault("visitor_token", place["visitor_token"])
     raw = data.draw(st.sampled_from(["json", "json", "json", "bytes"]))
     if raw == "json":
-        response = post_session(edge, to_json(body).encode(), "application/json")
+        content, kind = to_json(body).encode(), "application/json"
     else:
-        junk = data.draw(st.binary(max_size=200))
+        content = data.draw(st.binary(max_size=200))
         kind = data.draw(st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]))
-        response = post_session(edge, junk, kind)
+    response = asgi_post(edge, SESSION, content=content, headers={"Content-Type": kind})
     where = f"session {body!r}"[:400]
     assert response.status_code < 500, f"{where}: {response.status_code} {response.text[:300]}"
     if response.status_code >= 400:

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from desk.db import system_session, tenant_session
 from desk.models import Site
 from desk.models import Visitor as VisitorRow
+from tests.clients import asgi_post, in_process
 from tests.conftest import Stack
 from web import create_app
 
@@ -49,18 +50,8 @@ def post_session(
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """`POST /api/v1/widget/session` to the whole ASGI application, served in-process, from `peer`."""
-    from web.asgi import application
-    from web.edge.hub import Hub
-
-    flask_app = app_with(monkeypatch, env, trusted_proxies)
-    app = application(flask_app.config["DESKBELL"], flask_app, Hub(""))  # its lifespan (NATS) never starts
-
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
-            return await client.post("/api/v1/widget/session", json=body, headers=headers)
-
-    return asyncio.run(post())
+    app = in_process(app_with(monkeypatch, env, trusted_proxies))
+    return asgi_post(app, "/api/v1/widget/session", peer, base_url, json=body, headers=headers)
 
 
 @pytest.fixture

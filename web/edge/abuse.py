@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
 from desk import metrics, protocol, tokens
 from desk.settings import Limits
 
@@ -231,3 +233,16 @@ class EdgeLimits:
             f"more than {self.limits.frames_per_second} frames a second; reconnect and slow down",
             _seconds(wait),
         )
+
+
+async def capped_body(request: Request, cap: int) -> bytes | None:
+    """A request's body, or None when it is over `cap` bytes: told by its Content-Length before anything is read,
+    and counted as it comes, so a body without a length is capped too."""
+    if int(request.headers.get("content-length") or 0) > cap:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            return None
+    return body

@@ -23,7 +23,7 @@ from desk import protocol
 from desk.bus import BusUnavailable
 from desk.settings import Settings
 from web.edge import access
-from web.edge.abuse import EdgeLimits, Limited, signed_claims
+from web.edge.abuse import EdgeLimits, Limited, capped_body, signed_claims
 from web.edge.hub import Hub
 from web.edge.thread import BAD_TOKEN, SUSPENDED, Refusal, ThreadState, VisitorLink
 
@@ -163,14 +163,9 @@ class _WaitingPoll:
 async def send(request: Request) -> Response:
     config: Settings = request.app.state.config
     cap = config.limits.frame_bytes * 10
-    too_large = _reply(request, {"error": "too_large", "message": f"a request carries at most {cap} bytes"}, 413)
-    if int(request.headers.get("content-length") or 0) > cap:
-        return too_large
-    body = b""
-    async for chunk in request.stream():  # counted as it comes: a body without a length is capped too
-        body += chunk
-        if len(body) > cap:
-            return too_large
+    body = await capped_body(request, cap)
+    if body is None:
+        return _reply(request, {"error": "too_large", "message": f"a request carries at most {cap} bytes"}, 413)
     try:
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("frames"), list):

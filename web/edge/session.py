@@ -29,8 +29,8 @@ from desk.models import Schedule, Site, Tenant
 from desk.protocol import storable
 from desk.queries.agents import online_agent
 from desk.settings import Settings
-from web.edge.abuse import EdgeLimits
-from web.widget_api import offline, prechat
+from web.edge.abuse import EdgeLimits, capped_body
+from web.widget_api import cors_headers, offline, prechat
 
 log = logging.getLogger(__name__)
 PATH = "/api/v1/widget/session"
@@ -158,14 +158,9 @@ def _is_json(content_type: str) -> bool:
 
 async def _body(request: Request) -> dict[str, Any]:
     """The request's JSON object, read up to BODY_BYTES (a body without a length is capped too), or Refused."""
-    too_large = Refused(413, "too_large", f"a session request carries at most {BODY_BYTES} bytes")
-    if int(request.headers.get("content-length") or 0) > BODY_BYTES:
-        raise too_large
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > BODY_BYTES:
-            raise too_large
+    body = await capped_body(request, BODY_BYTES)
+    if body is None:
+        raise Refused(413, "too_large", f"a session request carries at most {BODY_BYTES} bytes")
     data = None
     if _is_json(request.headers.get("content-type", "")):
         try:
@@ -213,15 +208,7 @@ async def session(request: Request) -> Response:
     response.headers.update({"X-Request-ID": request_id, **headers})
     origin = request.headers.get("origin")
     if origin and status != 403:
-        response.headers.update(
-            {
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Headers": "Content-Type",
-                "Access-Control-Allow-Methods": "POST, OPTIONS",
-                "Access-Control-Expose-Headers": "Retry-After",  # the widget waits that long on a 429
-                "Vary": "Origin",
-            }
-        )
+        response.headers.update(cors_headers(origin))
     metrics.HTTP_LATENCY.labels(PATH, request.method, str(status)).observe(metrics.since(started))
     if status >= 500:
         metrics.ERRORS.labels("http", str(status)).inc()

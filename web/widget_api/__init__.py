@@ -35,12 +35,19 @@ def _json_error(exc: HTTPException) -> Response:
 def _cors(response: Response) -> Response:
     origin = request.headers.get("Origin")
     if origin and request.path.startswith("/api/v1/widget/") and response.status_code != 403:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After"  # the widget waits that long on a 429
-        response.headers["Vary"] = "Origin"
+        response.headers.update(cors_headers(origin))
     return response
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    """What a page on `origin` needs to call the widget's API (a 403 gets none: the origin is refused)."""
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Expose-Headers": "Retry-After",  # the widget waits that long on a 429
+        "Vary": "Origin",
+    }
 
 
 @bp.get("/widget.js")
