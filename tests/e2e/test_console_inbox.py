@@ -83,11 +83,19 @@ def test_two_tabs_keep_their_own_drafts_and_switching_between_them_asks_the_serv
     open_console(page, stack.base_url, tenant["agents"][0])
     composer = page.locator(".pane.active .composer textarea[name=body]")
 
-    page.locator("#conversation-list a", has_text="Alice here").click()
-    expect(page.locator(".pane.active .thread")).to_contain_text("Alice here")
+    def open_from_list(text: str) -> None:
+        # Live events (routing the two chats to Lea, her read receipts) re-render the list: a click that lands as
+        # its row is replaced is lost, as a person's would be, who clicks again (seen once in a CI run).
+        page.locator("#conversation-list a", has_text=text).click()
+        try:
+            expect(page.locator(".pane.active .thread")).to_contain_text(text, timeout=5000)
+        except AssertionError:
+            page.locator("#conversation-list a", has_text=text).click()
+            expect(page.locator(".pane.active .thread")).to_contain_text(text)
+
+    open_from_list("Alice here")
     composer.fill("Draft for Alice")
-    page.locator("#conversation-list a", has_text="Bob here").click()
-    expect(page.locator(".pane.active .thread")).to_contain_text("Bob here")
+    open_from_list("Bob here")
     composer.fill("Draft for Bob")
     expect(page.locator(".tabstrip .tab")).to_have_count(2)
     page.wait_for_timeout(2500)  # the typing signals, read receipts and the refreshes they cause are done
